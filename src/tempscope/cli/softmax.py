@@ -1,0 +1,84 @@
+"""``tempscope softmax``: the temperature softmax on any list of logits, as tables."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+from tempscope.cli.common import parse_float, print_table
+from tempscope.table import TokenDistribution, temperature_table
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "softmax",
+        help="softmax(logits / T) on a list of logits, for one or more temperatures",
+        description="Turn logits into probabilities at each temperature. "
+        "Example: tempscope softmax --words ceiling floor mat car grass "
+        "--logits -49.82 -46.40 -45.25 -47.30 -48.32 --temperature 1 100",
+    )
+    p.add_argument("values", nargs="*", metavar="LOGIT", help="logits (or use --logits)")
+    p.add_argument("--logits", nargs="+", metavar="LOGIT", help="logits, one per word")
+    p.add_argument("--words", nargs="+", metavar="WORD", help="a name for each logit")
+    p.add_argument(
+        "-t", "--temperature", "--temperatures", dest="temperatures", nargs="+",
+        default=["1"], metavar="T",
+        help="one or more temperatures >= 0 (0 = greedy, inf = uniform); default 1",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object per temperature")
+    p.add_argument("--plot", metavar="FILE.png", help="draw the distributions side by side")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.values and args.logits:
+        raise ValueError("give the logits either as plain arguments or after --logits, not both")
+    raw = args.logits or args.values
+    if not raw:
+        raise ValueError("no logits given: try `tempscope softmax 2 4 3`")
+    logits = [parse_float(v, "logit") for v in raw]
+    temperatures = [parse_float(v, "temperature") for v in args.temperatures]
+    dists = temperature_table(logits, temperatures, words=args.words)
+
+    if args.json:
+        print(json.dumps([d.to_dict() for d in dists], indent=2))
+    elif args.words is None and len(dists) == 1:
+        print(_numbers(dists[0]))
+    elif args.words is None:
+        for d in dists:
+            print(f"T={d.temperature:g}\t{_numbers(d)}")
+    else:
+        for d in dists:
+            _print_distribution(d)
+    if args.plot:
+        from tempscope.plots import Panel, plot_panels
+
+        panels = [
+            Panel(f"T = {d.temperature:g}", d.words, d.probabilities.tolist()) for d in dists
+        ]
+        plot_panels(panels, args.plot, suptitle="softmax(logits / T)")
+        if not args.json:
+            print(f"plot written to {args.plot}")
+    return 0
+
+
+def _numbers(d: TokenDistribution) -> str:
+    return " ".join(f"{p:.8f}" for p in d.probabilities)
+
+
+def _print_distribution(d: TokenDistribution) -> None:
+    rows = [
+        [str(i), w, f"{logit:.4f}", f"{p:.5f}"]
+        for i, (w, logit, p) in enumerate(zip(d.words, d.logits, d.probabilities, strict=True))
+    ]
+    print_table(
+        f"Temperature {d.temperature:g}", ["index", "word", "logit", "probability"], rows,
+        highlight=d.argmax,
+    )
+    ent = f"entropy {d.entropy:.4f} nats, effective vocabulary {d.effective_vocab:.3f}"
+    if math.isinf(d.temperature):
+        ent += " (uniform)"
+    print(f"Most likely word at T={d.temperature:g}: {d.top_word} (Prob: {d.top_probability:.5f})"
+          f" — {ent}")
+    print()

@@ -1,0 +1,209 @@
+"""Pure math on logits: the temperature softmax and what a distribution says.
+
+Every function takes numpy arrays, torch tensors or plain (nested) lists, 1-D ``(V,)`` or
+batched ``(..., V)``; the last axis is the vocabulary. numpy and list inputs come back as numpy
+``float64`` arrays, torch tensors as torch tensors on the same device, computed in float32 or
+wider. This module never imports torch itself, so ``tempscope softmax`` stays fast.
+
+Temperature boundaries, written down once:
+
+- ``T = 0`` is greedy: all mass on the argmax (ties: the first maximum). Never a division by 0.
+- ``0 < T < inf``: ``softmax(logits / T)``, computed as ``exp((l - max l) / T)`` so that
+  ``T = 1e-6`` and ``T = 1e6`` stay finite and sum to 1.
+- ``T = inf`` is uniform over the tokens whose logit is finite.
+- ``-inf`` logits are masked tokens: probability 0 at every temperature.
+- NaN or ``+inf`` logits, and a negative, NaN or non-numeric temperature, raise ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+from array_api_compat import array_namespace, is_torch_array
+
+ArrayLike = Any  # numpy array, torch tensor, or a nested list of numbers
+
+
+def check_temperature(temperature: object, *, name: str = "temperature") -> float:
+    """Return ``temperature`` as a float, or raise ``ValueError`` saying what is wrong.
+
+    Accepts any real number (``1`` as well as ``1.0``, numpy scalars included), ``0`` (greedy)
+    and ``inf`` (uniform). Rejects booleans, strings, NaN and negatives.
+    """
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
+        raise ValueError(
+            f"{name} must be a number >= 0 (0 = greedy, inf = uniform), got {temperature!r}"
+        )
+    value = float(temperature)
+    if math.isnan(value) or value < 0:
+        raise ValueError(
+            f"{name} must be a number >= 0 (0 = greedy, inf = uniform), got {temperature!r}"
+        )
+    return value
+
+
+def as_array(logits: ArrayLike) -> Any:
+    """Return ``logits`` as an array this module computes on: torch stays torch (float32 or
+    wider), anything else becomes a numpy float64 array. Rejects empty, NaN and +inf input."""
+    arr: Any
+    if is_torch_array(logits):
+        arr = logits if logits.is_floating_point() and logits.dtype.itemsize >= 4 else (
+            logits.float()
+        )
+    else:
+        try:
+            arr = np.asarray(logits, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"logits must be numbers, got {logits!r}") from exc
+    xp = array_namespace(arr)
+    if arr.ndim == 0 or arr.shape[-1] == 0:
+        raise ValueError(f"logits must have at least one entry on the last axis, got shape "
+                         f"{tuple(arr.shape)}")
+    bad = xp.isnan(arr) | (arr == math.inf)
+    if bool(xp.any(bad)):
+        index = tuple(int(i) for i in np.argwhere(np.asarray(_to_numpy(bad)))[0])
+        value = float(arr[index])
+        raise ValueError(
+            f"logits must be finite or -inf (a masked token), got {value} at index "
+            f"{index if len(index) > 1 else index[0]}"
+        )
+    if bool(xp.any(xp.all(arr == -math.inf, axis=-1))):
+        raise ValueError("every logit in a row is -inf: at least one token must stay possible")
+    return arr
+
+
+def _to_numpy(x: Any) -> Any:
+    return x.detach().cpu().numpy() if is_torch_array(x) else x
+
+
+def log_softmax(logits: ArrayLike, temperature: float = 1.0) -> Any:
+    """Log-probabilities of ``softmax(logits / temperature)`` over the last axis.
+
+    Args:
+        logits: ``(..., V)`` scores.
+        temperature: ``>= 0``; 0 is greedy (``log 1 = 0`` on the argmax, ``-inf`` elsewhere),
+            ``inf`` is uniform over finite logits.
+
+    Returns:
+        ``(..., V)`` log-probabilities; masked tokens are ``-inf``.
+
+    >>> [round(float(x), 4) for x in log_softmax([2.0, 4.0, 3.0])]
+    [-2.4076, -0.4076, -1.4076]
+    """
+    t = check_temperature(temperature)
+    x = as_array(logits)
+    xp = array_namespace(x)
+    finite = x > -math.inf
+    if t == 0:
+        # Greedy: one-hot on the first maximum (argmax returns the first on ties).
+        hit = xp.arange(x.shape[-1], device=getattr(x, "device", None)) == xp.argmax(
+            x, axis=-1, keepdims=True
+        )
+        return xp.where(hit, xp.zeros_like(x), xp.full_like(x, -math.inf))
+    if t == math.inf:
+        count = xp.sum(xp.astype(finite, x.dtype), axis=-1, keepdims=True)
+        return xp.where(finite, -xp.log(count), xp.full_like(x, -math.inf))
+    # Shift first, then scale: (l - max) / T <= 0, so nothing overflows at any T.
+    z = (x - xp.max(x, axis=-1, keepdims=True)) / t  # (..., V), max entry is exactly 0
+    return z - xp.log(xp.sum(xp.exp(z), axis=-1, keepdims=True))
+
+
+def softmax(logits: ArrayLike, temperature: float = 1.0) -> Any:
+    """Probabilities ``softmax(logits / temperature)`` over the last axis, stable at every T.
+
+    Args:
+        logits: ``(..., V)`` scores: numpy, torch or a list. ``-inf`` marks a masked token.
+        temperature: ``>= 0``. 0 = greedy (one-hot on the first argmax); 1 = the model's own
+            distribution; large values flatten toward uniform; ``inf`` = uniform.
+
+    Returns:
+        ``(..., V)`` probabilities that sum to 1 on the last axis.
+
+    >>> [round(float(p), 8) for p in softmax([2, 4, 3])]
+    [0.09003057, 0.66524096, 0.24472847]
+    """
+    lp = log_softmax(logits, temperature)
+    return array_namespace(lp).exp(lp)
+
+
+def entropy(probs: ArrayLike, *, bits: bool = False) -> Any:
+    """Shannon entropy ``H = -sum p log p`` over the last axis, in nats (or bits).
+
+    Zero-probability tokens contribute 0. Returns ``(...)``: a 0-d array for a 1-D input.
+
+    >>> round(float(entropy([0.5, 0.5], bits=True)), 6)
+    1.0
+    """
+    p = _probs(probs)
+    xp = array_namespace(p)
+    terms = xp.where(p > 0, -p * xp.log(xp.where(p > 0, p, xp.ones_like(p))), xp.zeros_like(p))
+    h = xp.sum(terms, axis=-1)
+    return h / math.log(2) if bits else h
+
+
+def perplexity(probs: ArrayLike) -> Any:
+    """``exp(H)``: the number of equally likely tokens with the same entropy.
+
+    This is also the *effective vocabulary size*; see :func:`effective_vocab`.
+
+    >>> round(float(perplexity([0.25] * 4)), 6)
+    4.0
+    """
+    h = entropy(probs)
+    return array_namespace(h).exp(h)
+
+
+def effective_vocab(probs: ArrayLike) -> Any:
+    """Effective vocabulary size ``exp(H)``: 1 for a one-hot, V for uniform."""
+    return perplexity(probs)
+
+
+def top_probability(probs: ArrayLike) -> Any:
+    """Probability of the most likely token, ``(...)``."""
+    p = _probs(probs)
+    return array_namespace(p).max(p, axis=-1)
+
+
+def top_p_mask(probs: ArrayLike, p: float) -> Any:
+    """Boolean mask ``(..., V)`` of the smallest set of most likely tokens holding ``>= p`` mass.
+
+    Tokens are taken in order of decreasing probability (ties: lower index first) until their
+    sum reaches ``p``; the token that crosses ``p`` is included, so at least one token is always
+    kept. ``p`` must be in ``(0, 1]``; ``p = 1`` keeps every token with nonzero probability.
+
+    >>> top_p_mask([0.1, 0.6, 0.3], 0.8).tolist()
+    [False, True, True]
+    """
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 < float(p) <= 1:
+        raise ValueError(f"p must be in (0, 1], got {p!r}")
+    q = _probs(probs)
+    xp = array_namespace(q)
+    order = xp.argsort(-q, axis=-1, stable=True)  # (..., V) most likely first
+    sorted_p = xp.take_along_axis(q, order, axis=-1)
+    before = xp.cumulative_sum(sorted_p, axis=-1) - sorted_p  # mass strictly before each token
+    keep_sorted = (before < float(p) - 1e-12) & (sorted_p > 0)
+    keep_sorted = keep_sorted | (xp.arange(q.shape[-1], device=getattr(q, "device", None)) == 0)
+    inverse = xp.argsort(order, axis=-1, stable=True)
+    return xp.take_along_axis(keep_sorted, inverse, axis=-1)
+
+
+def top_p_size(probs: ArrayLike, p: float) -> Any:
+    """How many tokens the smallest set holding ``p`` of the mass has, ``(...)``."""
+    mask = top_p_mask(probs, p)
+    xp = array_namespace(mask)
+    return xp.sum(xp.astype(mask, xp.int64), axis=-1)
+
+
+def _probs(probs: ArrayLike) -> Any:
+    if is_torch_array(probs):
+        return probs if probs.is_floating_point() and probs.dtype.itemsize >= 4 else probs.float()
+    try:
+        arr = np.asarray(probs, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"probabilities must be numbers, got {probs!r}") from exc
+    if arr.ndim == 0 or arr.shape[-1] == 0:
+        raise ValueError(f"probabilities need at least one entry, got shape {arr.shape}")
+    return arr
