@@ -3,7 +3,7 @@
 # Extra arguments go to pytest, e.g. `scripts/test.sh -m "not slow"` for a quick local run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-.venv/bin/ruff check src tests bench
+.venv/bin/ruff check .
 .venv/bin/mypy
 set +e
 .venv/bin/python -m pytest "$@"
