@@ -1,5 +1,14 @@
 """tempscope: see, measure and control how sampling temperature shapes what a language model
-says."""
+says.
+
+Names that need torch or transformers (models, next-token, generation, samplers) are imported
+on first use, so ``import tempscope`` and ``tempscope softmax`` stay fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from tempscope.distribution import (
     check_temperature,
@@ -13,23 +22,118 @@ from tempscope.distribution import (
     top_probability,
 )
 from tempscope.errors import ModelLoadError, TempscopeError
+from tempscope.sampling.params import DEFAULT_ORDER, SamplingParams
 from tempscope.table import TokenDistribution, temperature_table
+
+if TYPE_CHECKING:
+    from tempscope.generation import (
+        Alternative,
+        RowResult,
+        RowSpec,
+        Sample,
+        StepEvent,
+        derive_seed,
+        generate,
+        generate_rows,
+    )
+    from tempscope.metrics import bootstrap_ci, score_texts
+    from tempscope.models import LoadedModel, ModelFacts, default_device, load_model
+    from tempscope.nexttoken import (
+        NextTokenResult,
+        TemperatureResult,
+        TokenRow,
+        last_logits,
+        next_token,
+    )
+    from tempscope.remote import RemoteClient, RemoteError
+    from tempscope.report import write_report
+    from tempscope.sampling.batch import BatchSampler, probabilities
+    from tempscope.study import SweepProgress, builtin_prompts, sweep
 
 __version__ = "0.1.0"
 
+_LAZY: dict[str, str] = {
+    "Alternative": "generation",
+    "BatchSampler": "sampling.batch",
+    "LoadedModel": "models",
+    "ModelFacts": "models",
+    "NextTokenResult": "nexttoken",
+    "RemoteClient": "remote",
+    "RemoteError": "remote",
+    "RowResult": "generation",
+    "RowSpec": "generation",
+    "Sample": "generation",
+    "StepEvent": "generation",
+    "SweepProgress": "study",
+    "TemperatureResult": "nexttoken",
+    "TokenRow": "nexttoken",
+    "bootstrap_ci": "metrics",
+    "builtin_prompts": "study",
+    "default_device": "models",
+    "derive_seed": "generation",
+    "generate": "generation",
+    "generate_rows": "generation",
+    "last_logits": "nexttoken",
+    "load_model": "models",
+    "next_token": "nexttoken",
+    "probabilities": "sampling.batch",
+    "score_texts": "metrics",
+    "sweep": "study",
+    "write_report": "report",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tempscope' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"tempscope.{module}"), name)
+    globals()[name] = value
+    return value
+
+
 __all__ = [
+    "Alternative",
+    "BatchSampler",
+    "DEFAULT_ORDER",
+    "LoadedModel",
+    "ModelFacts",
     "ModelLoadError",
+    "NextTokenResult",
+    "RemoteClient",
+    "RemoteError",
+    "RowResult",
+    "RowSpec",
+    "Sample",
+    "SamplingParams",
+    "StepEvent",
+    "SweepProgress",
+    "TemperatureResult",
     "TempscopeError",
     "TokenDistribution",
+    "TokenRow",
     "__version__",
+    "bootstrap_ci",
+    "builtin_prompts",
     "check_temperature",
+    "default_device",
+    "derive_seed",
     "effective_vocab",
     "entropy",
+    "generate",
+    "generate_rows",
+    "last_logits",
+    "load_model",
     "log_softmax",
+    "next_token",
     "perplexity",
+    "probabilities",
+    "score_texts",
     "softmax",
+    "sweep",
     "temperature_table",
     "top_p_mask",
     "top_p_size",
     "top_probability",
+    "write_report",
 ]

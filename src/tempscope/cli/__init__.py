@@ -38,7 +38,7 @@ def _command_modules() -> list[ModuleType]:
     # Later commands register here, each in its own module.
     import importlib
 
-    for name in ("models", "next", "generate", "tour", "sweep", "serve"):
+    for name in ("models", "next", "generate", "tour", "sweep", "report", "serve"):
         try:
             modules.append(importlib.import_module(f"tempscope.cli.{name}_cmd"))
         except ModuleNotFoundError as exc:

@@ -7,6 +7,7 @@ import json
 import math
 
 from tempscope.cli.common import parse_float, print_table
+from tempscope.cli.options import add_sampler_options, params_from_args, samplers_used
 from tempscope.table import TokenDistribution, temperature_table
 
 
@@ -28,6 +29,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--json", action="store_true", help="print one JSON object per temperature")
     p.add_argument("--plot", metavar="FILE.png", help="draw the distributions side by side")
+    add_sampler_options(p)
     p.set_defaults(func=run)
 
 
@@ -40,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
     logits = [parse_float(v, "logit") for v in raw]
     temperatures = [parse_float(v, "temperature") for v in args.temperatures]
     dists = temperature_table(logits, temperatures, words=args.words)
+    if samplers_used(args):
+        return _run_samplers(args, dists)
 
     if args.json:
         print(json.dumps([d.to_dict() for d in dists], indent=2))
@@ -82,3 +86,58 @@ def _print_distribution(d: TokenDistribution) -> None:
     print(f"Most likely word at T={d.temperature:g}: {d.top_word} (Prob: {d.top_probability:.5f})"
           f" — {ent}")
     print()
+
+
+def _run_samplers(args: argparse.Namespace, dists: list[TokenDistribution]) -> int:
+    """Raw (T = 1, no samplers) and processed probabilities side by side, per temperature."""
+    import numpy as np
+
+    from tempscope.sampling import probabilities
+
+    results = []
+    for d in dists:
+        params = params_from_args(args, d.temperature)
+        processed = probabilities(d.logits.tolist(), params).double().numpy()
+        raw = np.exp(d.logits - d.logits.max())
+        raw = raw / raw.sum()
+        results.append((d, params.chain, raw, processed))
+
+    if args.json:
+        print(json.dumps([
+            {**d.to_dict(), "chain": list(chain), "raw": raw.tolist(),
+             "processed": processed.tolist(), "kept": int((processed > 0).sum())}
+            for d, chain, raw, processed in results
+        ], indent=2))
+    for d, chain, raw, processed in results:
+        kept = int((processed > 0).sum())
+        steps = " -> ".join(chain) or "no sampler"
+        if args.json:
+            continue
+        if args.words is None:
+            nums = " ".join(f"{p:.8f}" for p in processed)
+            print(f"T={d.temperature:g}\t{steps}\tkept {kept}/{len(processed)}\t{nums}")
+            continue
+        rows = [
+            [str(i), w, f"{logit:.4f}", f"{r:.5f}", f"{p:.5f}"]
+            for i, (w, logit, r, p) in enumerate(
+                zip(d.words, d.logits, raw, processed, strict=True)
+            )
+        ]
+        print_table(
+            f"Temperature {d.temperature:g}: {steps}",
+            ["index", "word", "logit", "raw (T=1)", "processed"], rows,
+            highlight=int(np.argmax(processed)),
+        )
+        print(f"{kept} of {len(processed)} tokens survive")
+        print()
+    if args.plot:
+        from tempscope.plots import Panel, plot_panels
+
+        panels = [
+            Panel(f"T = {d.temperature:g}: {' -> '.join(chain)}", d.words, processed.tolist())
+            for d, chain, _, processed in results
+        ]
+        plot_panels(panels, args.plot, suptitle="processed probabilities")
+        if not args.json:
+            print(f"plot written to {args.plot}")
+    return 0

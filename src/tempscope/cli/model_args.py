@@ -1,0 +1,52 @@
+"""Model options every command that loads a model shares: ``-m/--model``, ``--device``,
+``--dtype``, and loading with a one-line notice instead of progress bars."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tempscope.models import LoadedModel
+
+
+def add_model_arguments(p: argparse.ArgumentParser, *, positional: bool = False) -> None:
+    """Add ``-m/--model`` (or a positional ``MODEL`` too), ``--device`` and ``--dtype``."""
+    model_help = ("hub name (gpt2), local folder or .gguf file; default: the embedded "
+                  "SmolLM2-135M-Instruct")
+    if positional:
+        p.add_argument("model_pos", nargs="?", metavar="MODEL", help=model_help)
+    p.add_argument("-m", "--model", default=None, metavar="MODEL", help=model_help)
+    p.add_argument("--device", default=None,
+                   help="cpu, cuda, cuda:N or mps; default: CUDA, else MPS, else CPU")
+    p.add_argument("--dtype", default=None,
+                   help="float32 (default), bfloat16 or float16")
+
+
+def load_from_args(args: argparse.Namespace) -> LoadedModel:
+    """Load the model the arguments name; library log lines go to stderr, progress bars off."""
+    positional = getattr(args, "model_pos", None)
+    if positional is not None and args.model is not None and positional != args.model:
+        raise ValueError(f"two models given ({positional!r} and -m {args.model!r}): give one")
+    quiet_loading()
+    from tempscope.models import load_model
+
+    return load_model(positional or args.model, device=args.device, dtype=args.dtype)
+
+
+def quiet_loading() -> None:
+    """Send tempscope's INFO lines (e.g. the one-time GGUF conversion) to stderr and silence
+    transformers' progress bars and advisory warnings."""
+    logger = logging.getLogger("tempscope")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("tempscope: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    from transformers.utils import logging as transformers_logging
+
+    hf_logging: Any = transformers_logging  # its functions are untyped
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()

@@ -1,0 +1,147 @@
+"""``tempscope next``: a model's next-token distribution at many temperatures, one forward pass.
+
+Example: ``tempscope next "The cat slept on the" -t 0.1 0.5 1 5 10 100``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from typing import TYPE_CHECKING
+
+from tempscope.cli.common import parse_float, print_table
+from tempscope.cli.model_args import add_model_arguments, load_from_args
+
+if TYPE_CHECKING:
+    from tempscope.nexttoken import NextTokenResult, TemperatureResult
+
+DEFAULT_TEMPERATURES = ["0.1", "0.5", "1", "5", "10", "100"]
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "next",
+        help="the next-token distribution after a prompt, at several temperatures",
+        description="Run the model once on PROMPT and show the distribution of the next token "
+        "at each temperature: a seeded sample, the top-N table, entropy and effective "
+        "vocabulary. Example: tempscope next \"The cat slept on the\" -t 0.1 1 10",
+    )
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Every option of ``next`` (kept in one place so other option groups can be added)."""
+    p.add_argument("prompt", metavar="PROMPT", help="the text to continue")
+    add_model_arguments(p)
+    p.add_argument(
+        "-t", "--temperature", "--temperatures", dest="temperatures", nargs="+",
+        default=DEFAULT_TEMPERATURES, metavar="T",
+        help="temperatures >= 0 (0 = greedy, inf = uniform); default 0.1 0.5 1 5 10 100",
+    )
+    p.add_argument("--top", default="10", metavar="N", help="rows per table (default 10)")
+    p.add_argument("--seed", default=None, metavar="S",
+                   help="seed for the sampled tokens (default: random, printed)")
+    p.add_argument("--chat", action="store_true",
+                   help="wrap the prompt in the model's chat template")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="one bar panel per temperature, same tokens in every panel")
+
+
+def parse_options(args: argparse.Namespace) -> tuple[list[float], int, int | None]:
+    """Check the cheap arguments before any model loads: (temperatures, top, seed)."""
+    from tempscope.distribution import check_temperature
+
+    if args.prompt == "":
+        raise ValueError("the prompt is empty: give some text, e.g. "
+                         "tempscope next \"The cat slept on the\"")
+    temps = [check_temperature(parse_float(t, "temperature")) for t in args.temperatures]
+    top = _whole(args.top, "--top", minimum=1)
+    seed = None if args.seed is None else _whole(args.seed, "--seed", minimum=0)
+    if args.plot and not str(args.plot).lower().endswith(".png"):
+        raise ValueError(f"--plot must name a .png file, got {args.plot!r}")
+    return temps, top, seed
+
+
+def run(args: argparse.Namespace) -> int:
+    temps, top, seed = parse_options(args)
+    model = load_from_args(args)
+    from tempscope.nexttoken import next_token
+
+    result = next_token(model, args.prompt, temps, top=top, seed=seed, chat=args.chat)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        print_result(result, model.vocab_size)
+    if args.plot:
+        _plot(result, args.plot)
+        if not args.json:
+            print(f"plot written to {args.plot}")
+    return 0
+
+
+def _whole(text: str, what: str, *, minimum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{what} must be a whole number >= {minimum}, got {text!r}") from None
+    if value < minimum:
+        raise ValueError(f"{what} must be a whole number >= {minimum}, got {text!r}")
+    return value
+
+
+def _t_label(t: float) -> str:
+    return "0 (greedy)" if t == 0 else ("inf (uniform)" if math.isinf(t) else f"{t:g}")
+
+
+def print_result(result: NextTokenResult, vocab: int) -> None:
+    """Print what ``tempscope next`` prints: per temperature the seed's line, the table and
+    a summary line."""
+    print(f"{result.model}: {len(result.prompt_ids)} prompt tokens, one forward pass, "
+          f"seed {result.seed}")
+    print()
+    for r in result.results:
+        _print_temperature(result, r, vocab)
+
+
+_print_result = print_result  # the name tour_cmd imports
+
+
+def _print_temperature(result: NextTokenResult, r: TemperatureResult, vocab: int) -> None:
+    token = r.sampled.text
+    if not token.isprintable() or "\ufffd" in token:  # a newline or a partial character
+        token = r.sampled.display
+    if result.chat:
+        print(f"LLM Temperature: {r.temperature:g} → {result.prompt!r} → reply starts: {token}")
+    else:
+        print(f"LLM Temperature: {r.temperature:g} → {result.prompt}{token}")
+    rows = [
+        [str(row.rank), str(row.token_id), row.display, f"{row.logit:.4f}",
+         f"{row.probability:.5f}"]
+        for row in r.top
+    ]
+    highlight = next((i for i, row in enumerate(r.top)
+                      if row.token_id == r.sampled.token_id), None)
+    print_table(f"T = {_t_label(r.temperature)}", ["rank", "id", "token", "logit", "probability"],
+                rows, highlight=highlight)
+    print(f"T={r.temperature:g}: entropy {r.entropy:.4f} nats, effective vocabulary "
+          f"{r.effective_vocab:,.2f} of {vocab:,} tokens, top token {r.top_probability:.5f}, "
+          f"sampled {r.sampled.display!r} (rank {r.sampled.rank}, p={r.sampled.probability:.5f})")
+    print()
+
+
+def _plot(result: NextTokenResult, path: str) -> None:
+    from tempscope.plots import Panel, plot_panels
+
+    # Same tokens, same order in every panel: the top-N at the lowest temperature.
+    coolest = min(result.results, key=lambda r: r.temperature)
+    ids = [row.token_id for row in coolest.top]
+    labels = [row.display for row in coolest.top]
+    panels = [
+        Panel(f"T = {_t_label(r.temperature)}", labels,
+              [float(r.probabilities[i]) for i in ids])
+        for r in result.results
+    ]
+    plot_panels(panels, path, suptitle=f"next token after {result.prompt!r} ({result.model})")

@@ -1,0 +1,70 @@
+"""``tempscope serve``: the OpenAI-compatible API and the playground, on 127.0.0.1 by default."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import sys
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve an OpenAI-compatible API and the temperature playground",
+        description="Serve a model over HTTP: /v1/completions and /v1/chat/completions "
+        "(OpenAI shapes, any sampler), /v1/distribution, and a playground page at /. "
+        "Example: tempscope serve --port 8000, then open http://127.0.0.1:8000",
+    )
+    p.add_argument("-m", "--model", default=None,
+                   help="model name, folder or .gguf file (default: the embedded SmolLM2)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    p.add_argument("--api-key", default=os.environ.get("TEMPSCOPE_API_KEY"),
+                   help="require 'Authorization: Bearer KEY' on /v1 routes "
+                   "(default: $TEMPSCOPE_API_KEY, else no key)")
+    p.add_argument("--served-model-name", default=None,
+                   help="the model id clients send and /v1/models lists")
+    p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best found)")
+    p.add_argument("--dtype", default=None, help="float32 (default), bfloat16 or float16")
+    p.add_argument("--max-tokens", type=int, default=None,
+                   help="cap on max_tokens per request (default 1024)")
+    p.add_argument("--log-level", default="info",
+                   choices=["critical", "error", "warning", "info", "debug"])
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not 0 < args.port < 65536:
+        raise ValueError(f"--port must be in 1..65535, got {args.port}")
+    if args.max_tokens is not None and args.max_tokens < 1:
+        raise ValueError(f"--max-tokens must be >= 1, got {args.max_tokens}")
+    if not _is_loopback(args.host) and not args.api_key:
+        print(f"warning: serving on {args.host} without --api-key: anyone who can reach this "
+              "machine can use the model", file=sys.stderr)
+
+    import uvicorn
+
+    from tempscope.models import load_model
+    from tempscope.server import ServerLimits, create_app
+
+    model = load_model(args.model, device=args.device, dtype=args.dtype)
+    limits = ServerLimits() if args.max_tokens is None else ServerLimits(
+        max_tokens=args.max_tokens)
+    app = create_app(model, api_key=args.api_key, limits=limits, name=args.served_model_name)
+    shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    print(f"tempscope: serving {app.state.tempscope.name} — playground at "
+          f"http://{shown}:{args.port}/ , OpenAI base_url http://{shown}:{args.port}/v1",
+          file=sys.stderr, flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,276 @@
+"""Next-token distributions at many temperatures from ONE forward pass.
+
+The model is run once on the prompt and only the last position's logits are kept; every
+temperature is then pure math on that one ``(V,)`` vector (:mod:`tempscope.distribution`):
+the full distribution, a top-N table, entropy, effective vocabulary, and one seeded draw.
+
+>>> from tempscope.models import load_model
+>>> r = next_token(load_model(), "The cat slept on the", [0.1, 1, 100], seed=0)  # doctest: +SKIP
+>>> r.results[0].sampled.text, round(r.results[1].top[0].probability, 3)  # doctest: +SKIP
+(' couch', 0.453)
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from tempscope.distribution import check_temperature, entropy, softmax
+
+if TYPE_CHECKING:
+    import torch
+
+    from tempscope.models import LoadedModel
+
+DEFAULT_TEMPERATURES: tuple[float, ...] = (0.1, 0.5, 1.0, 5.0, 10.0, 100.0)  # the seed's list
+
+_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def visible(text: str) -> str:
+    """``text`` with whitespace made visible: spaces become ``␣``, newlines ``\\n``, tabs
+    ``\\t``; other control characters their ``\\x..`` escape; an empty token ``''``.
+
+    >>> visible(" mat"), visible("\\n\\n"), visible("")
+    ('␣mat', '\\\\n\\\\n', "''")
+    """
+    if not text:
+        return "''"
+    out = []
+    for ch in text:
+        if ch == " ":
+            out.append("␣")
+        elif ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif ord(ch) < 32 or ord(ch) == 127:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def token_display(model: LoadedModel, token_id: int, text: str) -> str:
+    """How to show one token: :func:`visible` text, or, for a token holding only part of a
+    UTF-8 character (it decodes to ``�``), its bytes, e.g. ``\\xe2\\x80``."""
+    if "\ufffd" not in text:
+        return visible(text)
+    piece = model.tokenizer.convert_ids_to_tokens(token_id)
+    if not isinstance(piece, str):
+        return visible(text)
+    table = _byte_level_decoder()
+    if all(ch in table for ch in piece):  # a GPT-2 style byte-level token
+        raw = bytes(table[ch] for ch in piece)
+        return visible(raw.decode("utf-8", errors="backslashreplace"))
+    return visible(piece)  # e.g. SentencePiece's byte token "<0xE2>"
+
+
+@functools.cache
+def _byte_level_decoder() -> dict[str, int]:
+    """GPT-2's byte-to-unicode table, inverted: each printable stand-in character -> its byte."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+                 *range(ord("®"), ord("ÿ") + 1)]
+    chars = list(printable)
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return {chr(c): b for b, c in zip(printable, chars, strict=True)}
+
+
+@dataclass(frozen=True)
+class TokenRow:
+    """One token of a distribution: its rank (1 = most likely), id, text and numbers."""
+
+    rank: int  # 1-based position when sorted by probability (ties: lower id first)
+    token_id: int
+    text: str  # the decoded token, e.g. " mat"
+    display: str  # text with whitespace made visible ("␣mat"); a partial character's bytes
+    logit: float  # the model's raw score (temperature does not change it)
+    probability: float  # at this row's temperature
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rank": self.rank, "token_id": self.token_id, "text": self.text,
+                "display": self.display, "logit": self.logit, "probability": self.probability}
+
+
+@dataclass(frozen=True)
+class TemperatureResult:
+    """The next-token distribution at one temperature."""
+
+    temperature: float
+    probabilities: np.ndarray  # (V,) float64, the full distribution; sums to 1
+    top: list[TokenRow]  # the N most likely tokens, most likely first
+    entropy: float  # nats
+    effective_vocab: float  # exp(entropy): how many equally likely tokens this is worth
+    top_probability: float  # probability of the most likely token
+    sampled: TokenRow  # one draw from this distribution (the argmax at T = 0)
+
+    def to_dict(self, *, full: bool = False) -> dict[str, Any]:
+        """JSON-ready; ``full=True`` adds the whole ``(V,)`` distribution."""
+        d: dict[str, Any] = {
+            "temperature": _json_float(self.temperature),
+            "top": [row.to_dict() for row in self.top],
+            "entropy": self.entropy,
+            "effective_vocab": self.effective_vocab,
+            "top_probability": self.top_probability,
+            "sampled": self.sampled.to_dict(),
+        }
+        if full:
+            d["probabilities"] = self.probabilities.tolist()
+        return d
+
+
+@dataclass(frozen=True)
+class NextTokenResult:
+    """What :func:`next_token` found: the prompt, its raw logits and one result per
+    temperature (in the order asked)."""
+
+    model: str
+    prompt: str
+    chat: bool
+    prompt_ids: list[int]
+    seed: int  # the seed every draw used (chosen at random when none was given)
+    logits: np.ndarray  # (V,) float32, raw last-position logits
+    results: list[TemperatureResult]
+
+    @property
+    def temperatures(self) -> list[float]:
+        return [r.temperature for r in self.results]
+
+    def to_dict(self, *, full: bool = False) -> dict[str, Any]:
+        """JSON-ready; ``full=True`` adds each temperature's whole distribution."""
+        return {
+            "model": self.model,
+            "prompt": self.prompt,
+            "chat": self.chat,
+            "prompt_ids": self.prompt_ids,
+            "seed": self.seed,
+            "vocab_size": int(self.logits.shape[0]),
+            "results": [r.to_dict(full=full) for r in self.results],
+        }
+
+
+def last_logits(model: LoadedModel, prompt_ids: Sequence[int]) -> torch.Tensor:
+    """Raw logits for the token after ``prompt_ids``: one forward pass, last position only.
+
+    Args:
+        model: a loaded model.
+        prompt_ids: ``(T,)`` token ids, at least one.
+
+    Returns:
+        ``(V,)`` float32 tensor on the CPU, ``V = model.vocab_size``.
+    """
+    import torch
+
+    if len(prompt_ids) == 0:
+        raise ValueError("the prompt has no tokens: give some text")
+    limit = model.facts.context_length
+    if limit and len(prompt_ids) > limit:
+        raise ValueError(f"the prompt has {len(prompt_ids)} tokens but {model.name} reads at "
+                         f"most {limit}: shorten it")
+    ids = torch.tensor([list(prompt_ids)], dtype=torch.long, device=model.device)  # (1, T)
+    kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+                              "use_cache": False}
+    if model.supports_logits_to_keep:
+        kwargs["logits_to_keep"] = 1  # the LM head runs on the last position only
+    with torch.inference_mode():
+        out = model.model(**kwargs)
+    logits: torch.Tensor = out.logits[0, -1]  # (V,)
+    return logits.float().cpu()
+
+
+def next_token(
+    model: LoadedModel,
+    prompt: str,
+    temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
+    *,
+    top: int = 10,
+    seed: int | None = None,
+    chat: bool = False,
+) -> NextTokenResult:
+    """The next-token distribution after ``prompt`` at each temperature, from one forward pass.
+
+    Args:
+        model: from :func:`tempscope.load_model`.
+        prompt: non-empty text; with ``chat=True`` it becomes one user message in the model's
+            chat template.
+        temperatures: each ``>= 0``; 0 is greedy, ``inf`` uniform.
+        top: rows in each table, ``>= 1`` (clamped to the vocabulary).
+        seed: seeds the draws; every temperature uses the same uniform number (inverse CDF),
+            so draws differ across temperatures only because the distributions do.
+            ``None`` picks a seed at random and reports it in the result.
+
+    Returns:
+        A :class:`NextTokenResult` with one :class:`TemperatureResult` per temperature.
+    """
+    if not isinstance(prompt, str) or prompt == "":
+        raise ValueError("the prompt is empty: give some text, e.g. \"The cat slept on the\"")
+    temps = [check_temperature(t) for t in temperatures]
+    if not temps:
+        raise ValueError("give at least one temperature, e.g. 0.1 1 10")
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise ValueError(f"top must be a whole number >= 1, got {top!r}")
+    if seed is None:
+        seed = random.SystemRandom().randrange(2**31)
+    prompt_ids = model.encode(prompt, chat=chat)
+    raw = last_logits(model, prompt_ids)  # (V,) float32, the only model call
+    logits = raw.numpy()
+    logits64 = logits.astype(np.float64)
+    u = _uniform(seed)  # one draw in [0, 1), shared by every temperature
+    results = [_at_temperature(model, logits64, t, top, u) for t in temps]
+    return NextTokenResult(model.name, prompt, chat, prompt_ids, seed, logits, results)
+
+
+def _at_temperature(
+    model: LoadedModel, logits: np.ndarray, t: float, top: int, u: float
+) -> TemperatureResult:
+    probs = np.asarray(softmax(logits, t))  # (V,) float64
+    # Rank by probability, then by logit (T = inf ties everything), then by id.
+    order = np.lexsort((np.arange(len(probs)), -logits, -probs))  # (V,) most likely first
+    ranks = np.empty_like(order)
+    ranks[order] = np.arange(1, len(order) + 1)
+
+    def row(i: int) -> TokenRow:
+        text = model.token_text(i)
+        return TokenRow(int(ranks[i]), i, text, token_display(model, i, text), float(logits[i]),
+                        float(probs[i]))
+
+    if t == 0:
+        choice = int(np.argmax(logits))
+    else:
+        # Inverse CDF: the first token whose cumulative probability exceeds u.
+        cdf = np.cumsum(probs)
+        choice = int(min(np.searchsorted(cdf, u * cdf[-1], side="right"), len(probs) - 1))
+        while choice > 0 and probs[choice] == 0:  # never a masked token at the float edge
+            choice -= 1
+    h = float(entropy(probs))
+    return TemperatureResult(
+        temperature=t,
+        probabilities=probs,
+        top=[row(int(i)) for i in order[: min(top, len(order))]],
+        entropy=h,
+        effective_vocab=math.exp(h),
+        top_probability=float(probs.max()),
+        sampled=row(choice),
+    )
+
+
+def _uniform(seed: int) -> float:
+    """One uniform number from a ``torch.Generator`` seeded with ``seed``: the draw a seeded
+    per-row sampler makes for its first token, so the same seed picks the same token."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    return float(torch.rand((), generator=generator, dtype=torch.float64))
+
+
+def _json_float(x: float) -> float | str:
+    return x if math.isfinite(x) else "inf"

@@ -1,0 +1,244 @@
+"""A client for any OpenAI-compatible server: vLLM, llama.cpp's server, a hosted API, or
+``tempscope serve``. The one module that talks HTTP; the rest of tempscope does not know which
+engine answers.
+
+What it does on top of plain HTTP:
+
+- one request per row (its own temperature and seed), at most ``concurrency`` in flight;
+- retries with exponential backoff and jitter on 429, 5xx, timeouts and dropped connections;
+  other 4xx raise :class:`RemoteError` with the server's own message at once;
+- feature detection: sampler fields beyond the OpenAI core (``top_k``, ``min_p``, ...) are
+  probed once with a one-token request; a field the server rejects is reported, never silently
+  dropped, and never sent again.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from tempscope.errors import TempscopeError
+
+# Fields every OpenAI-compatible completions endpoint understands.
+CORE_FIELDS = frozenset(
+    {"model", "prompt", "max_tokens", "temperature", "top_p", "n", "stop", "seed", "logprobs",
+     "frequency_penalty", "presence_penalty", "logit_bias", "stream", "echo"}
+)
+# Sampler fields as vLLM names them; servers may or may not know them.
+EXTRA_FIELDS = (
+    "top_k", "min_p", "typical_p", "top_n_sigma", "repetition_penalty", "dynatemp_range",
+    "dynatemp_exponent", "xtc_threshold", "xtc_probability", "mirostat_tau", "mirostat_eta",
+    "epsilon", "eta", "sampler_order", "logprobs_mode",
+)
+RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+
+
+class RemoteError(TempscopeError):
+    """The server refused a request (4xx) or stayed unreachable after every retry."""
+
+
+@dataclass
+class RemoteStats:
+    """What the client did: requests sent, retries, and the statuses that caused them."""
+
+    requests: int = 0
+    retries: int = 0
+    retried_statuses: list[str] = field(default_factory=list)
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(name)
+    return value or None
+
+
+class RemoteClient:
+    """Talks to one OpenAI-compatible ``/v1`` endpoint.
+
+    Args:
+        base_url: e.g. ``http://127.0.0.1:8000/v1``; default ``$OPENAI_BASE_URL``.
+        api_key: sent as ``Authorization: Bearer``; default ``$OPENAI_API_KEY``.
+        model: model name to request; default the first of ``GET /models``.
+        concurrency: most requests in flight at once (>= 1).
+        max_retries: retries per request on 429/5xx/timeouts (>= 0).
+        timeout: seconds per request.
+        backoff: first retry delay in seconds; doubles each retry, with jitter.
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        api_key: str | None = None,
+        model: str | None = None,
+        concurrency: int = 8,
+        max_retries: int = 5,
+        timeout: float = 120.0,
+        backoff: float = 0.5,
+    ) -> None:
+        url = base_url or _env("OPENAI_BASE_URL")
+        if not url:
+            raise RemoteError(
+                "no endpoint: pass --endpoint URL (e.g. http://127.0.0.1:8000/v1) or set "
+                "OPENAI_BASE_URL"
+            )
+        if not url.startswith(("http://", "https://")):
+            raise RemoteError(f"endpoint must start with http:// or https://, got {url!r}")
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        self.base_url = url.rstrip("/")
+        key = api_key or _env("OPENAI_API_KEY")
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+        self.concurrency = concurrency
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.stats = RemoteStats()
+        self._model = model
+        self._supported: dict[str, bool] = {}
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> RemoteClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def model(self) -> str:
+        """The model name sent with each request (asked from the server once if not given)."""
+        if self._model is None:
+            models = self.models()
+            if not models:
+                raise RemoteError(f"{self.base_url}/models lists no model: pass --remote-model")
+            self._model = models[0]
+        return self._model
+
+    def models(self) -> list[str]:
+        """``GET /models``: the ids the server serves."""
+        data = self._request("GET", "/models")
+        return [str(m["id"]) for m in data.get("data", [])]
+
+    def completion(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """``POST /completions`` with retries; ``model`` is filled in when missing."""
+        payload = {"model": self.model, **body}
+        return self._request("POST", "/completions", json=payload)
+
+    def map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+        """Run ``fn`` over ``items`` with at most ``concurrency`` in flight; keeps order."""
+        if len(items) <= 1 or self.concurrency == 1:
+            return [fn(x) for x in items]
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(items))) as pool:
+            return list(pool.map(fn, items))
+
+    # -- feature detection ------------------------------------------------------------------
+
+    def supports(self, name: str, value: Any) -> bool:
+        """Whether the server accepts the sampler field ``name`` (probed once, then cached).
+
+        A 4xx whose message names the field means "not supported". A 2xx means accepted: the
+        server took the field, which is all an HTTP client can know (it cannot see whether the
+        engine applied it).
+        """
+        if name in CORE_FIELDS:
+            return True
+        with self._lock:
+            if name in self._supported:
+                return self._supported[name]
+        probe = {"prompt": "Hello", "max_tokens": 1, "temperature": 0, name: value}
+        try:
+            self.completion(probe)
+            ok = True
+        except RemoteError as exc:
+            if exc.args and "unreachable" in str(exc.args[0]):
+                raise
+            ok = False
+        with self._lock:
+            self._supported[name] = ok
+        return ok
+
+    def split_fields(self, fields: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """Keep the fields the server supports; return them and the names it does not."""
+        kept: dict[str, Any] = {}
+        ignored: list[str] = []
+        for name, value in fields.items():
+            if value is None:
+                continue
+            if self.supports(name, value):
+                kept[name] = value
+            else:
+                ignored.append(name)
+        return kept, ignored
+
+    # -- transport --------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        attempt = 0
+        while True:
+            with self._lock:
+                self.stats.requests += 1
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                reason = type(exc).__name__
+                if attempt >= self.max_retries:
+                    raise RemoteError(
+                        f"{self.base_url} unreachable after {attempt + 1} tries ({reason}): is "
+                        "the server running, and is the URL right (it usually ends in /v1)?"
+                    ) from None
+            else:
+                if response.status_code < 400:
+                    data: dict[str, Any] = response.json()
+                    return data
+                reason = str(response.status_code)
+                if response.status_code not in RETRY_STATUS or attempt >= self.max_retries:
+                    raise RemoteError(
+                        f"{method} {self.base_url}{path} failed with HTTP "
+                        f"{response.status_code}: {_error_message(response)}"
+                    )
+            with self._lock:
+                self.stats.retries += 1
+                self.stats.retried_statuses.append(reason)
+            delay = self.backoff * (2**attempt) * (0.5 + random.random())
+            time.sleep(min(delay, 30.0))
+            attempt += 1
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:300] or response.reason_phrase
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])
+        if isinstance(err, str):
+            return err
+        if "detail" in body:
+            return str(body["detail"])[:300]
+    return str(body)[:300]
+
+
+def top_logprobs_to_table(top: Mapping[str, float]) -> tuple[list[str], list[float], float]:
+    """Sort a ``{token: logprob}`` map; return tokens, probabilities and the mass outside it.
+
+    >>> top_logprobs_to_table({"a": math.log(0.5), "b": math.log(0.25)})
+    (['a', 'b'], [0.5, 0.25], 0.25)
+    """
+    items = sorted(top.items(), key=lambda kv: -kv[1])
+    probs = [math.exp(lp) for _, lp in items]
+    return [t for t, _ in items], probs, max(0.0, 1.0 - sum(probs))

@@ -1,0 +1,51 @@
+"""Choosers: the last step of every chain. Greedy takes the argmax; the seeded draw takes one
+uniform per row from that row's own ``torch.Generator`` and inverts the CDF with tensor ops."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+
+def greedy(logits: Tensor) -> Tensor:
+    """``(B,)`` int64: each row's first maximum."""
+    return logits.argmax(dim=-1)
+
+
+def uniforms(generators: Sequence[torch.Generator | None], draw: Sequence[bool],
+             device: torch.device) -> Tensor:
+    """``(B,)`` one uniform in ``[0, 1)`` per row where ``draw``, else 0; each from its row's
+    generator (``None`` = torch's global generator)."""
+    out = []
+    for gen, wanted in zip(generators, draw, strict=True):
+        if wanted:
+            dev = gen.device if gen is not None else device
+            out.append(torch.rand((), generator=gen, device=dev, dtype=torch.float64).to(device))
+        else:
+            out.append(torch.zeros((), dtype=torch.float64, device=device))
+    return torch.stack(out) if out else torch.zeros(0, dtype=torch.float64, device=device)
+
+
+def inverse_cdf(logits: Tensor, u: Tensor) -> Tensor:
+    """``(B,)`` int64 token ids: for each row the first token whose CDF exceeds ``u * total``.
+
+    Args:
+        logits: ``(B, V)``; ``-inf`` tokens have probability 0 and are never chosen.
+        u: ``(B,)`` uniforms in ``[0, 1)``.
+
+    The chosen token always has probability > 0: its CDF entry is strictly above the previous.
+    """
+    # Unnormalised weights suffice: the target is u times each row's total. Summing
+    # non-negative float32 terms keeps the CDF non-decreasing, which is all the search needs.
+    weights = torch.exp(logits - logits.amax(dim=-1, keepdim=True))  # (B, V), max entry 1
+    cdf = weights.cumsum(dim=-1)  # (B, V)
+    target = (u.to(cdf) * cdf[:, -1]).unsqueeze(-1)  # (B, 1)
+    return (cdf <= target).sum(dim=-1).clamp(max=logits.shape[-1] - 1)
+
+
+def draw(logits: Tensor, generators: Sequence[torch.Generator | None]) -> Tensor:
+    """``(B,)`` seeded draws from ``softmax(logits)``, one generator per row."""
+    u = uniforms(generators, [True] * logits.shape[0], logits.device)
+    return inverse_cdf(logits, u)

@@ -1,0 +1,224 @@
+"""Filters that cut the tail: top-k, top-p, min-p, typical, epsilon, eta, top-n-sigma.
+
+Each keeps a subset of tokens and sets the rest to ``-inf``; none rescales the kept logits.
+Shared boundary choices: each row's maximum (with its ties) always survives (typical keeps
+its most typical token instead), and a token tied
+with the last one kept is kept too, so the result never depends on token order.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from tempscope.sampling.base import (
+    check_range,
+    column,
+    entropy_of,
+    is_max,
+    keep_only,
+    per_row,
+    probs_of,
+    sorted_desc,
+)
+
+
+class TopK:
+    """Keep the ``k`` highest logits; ties with the k-th are kept too (as in transformers).
+
+    Args:
+        k: an int or ``(B,)`` int tensor, each ``>= 1``; ``k >= V`` keeps every token.
+
+    >>> TopK(2).apply(torch.tensor([[1.0, 3.0, 2.0, 0.0]])).tolist()
+    [[-inf, 3.0, 2.0, -inf]]
+    """
+
+    name = "top_k"
+
+    def __init__(self, k: int | Tensor) -> None:
+        self.k = per_row(k, dtype=torch.int64)
+        check_range("top_k", self.k, 1, math.inf, high_open=True)
+
+    def apply(self, logits: Tensor) -> Tensor:
+        b, v = logits.shape
+        k = column(self.k, logits).expand(b, 1)  # (B, 1)
+        everything = k >= v  # rows with k >= V keep every token
+        k = torch.where(everything, 1, k)
+        top = logits.topk(int(k.max()), dim=-1).values  # (B, max k), largest first
+        kth = top.gather(-1, k - 1)  # (B, 1) the k-th largest logit
+        return keep_only(logits, (logits >= kth) | everything)
+
+    def __repr__(self) -> str:
+        return f"TopK({self.k.tolist()})"
+
+
+class TopP:
+    """Nucleus: keep the smallest set of most likely tokens whose mass is ``>= p``.
+
+    The token that crosses ``p`` is kept (so a single token is kept when the top one alone
+    holds ``p``), and tokens tied with it are kept too; once the mass before a token reaches
+    ``p`` (within 1e-7, float32 rounding) that token is cut. ``p = 1`` keeps every token, even
+    those whose probability underflows to 0.
+
+    Args:
+        p: a number or ``(B,)`` tensor in ``(0, 1]``. Practical 0.8-0.95.
+
+    >>> TopP(0.7).apply(torch.log(torch.tensor([[0.1, 0.6, 0.3]]))).isfinite().tolist()
+    [[False, True, True]]
+    """
+
+    name = "top_p"
+
+    def __init__(self, p: float | Tensor) -> None:
+        self.p = per_row(p)
+        check_range("top_p", self.p, 0, 1, low_open=True)
+
+    def apply(self, logits: Tensor) -> Tensor:
+        p = column(self.p, logits)  # (B, 1)
+        probs = probs_of(logits)  # (B, V)
+        # A token with p < (1 - p_top) / V is always cut: it and every less likely token hold
+        # under V * (1 - p_top) / V together. Zeroing them first leaves fewer tokens to sort.
+        sure_out = probs < (1 - p) / logits.shape[-1]
+        ranked = sorted_desc(probs.masked_fill(sure_out, 0.0))  # (B, V) most likely first
+        wide = ranked.double()  # summing 49k float32 terms in float32 drifts by ~1e-5
+        before = wide.cumsum(dim=-1) - wide  # mass strictly before each token
+        # Mass that reaches p up to the rounding of float32 probabilities counts as reaching it.
+        n_keep = (before < p.double() - 1e-7).sum(dim=-1, keepdim=True).clamp(min=1)  # (B, 1)
+        cut = ranked.gather(-1, n_keep - 1)  # (B, 1) probability of the last token kept
+        return keep_only(logits, (probs >= cut) | (p >= 1))
+
+    def __repr__(self) -> str:
+        return f"TopP({self.p.tolist()})"
+
+
+class MinP:
+    """Keep tokens with ``p >= min_p * p_max`` (ties at the cut kept).
+
+    Args:
+        min_p: a number or ``(B,)`` tensor in ``[0, 1]``: 0 keeps all, 1 keeps only the top.
+            Practical 0.02-0.1.
+    """
+
+    name = "min_p"
+
+    def __init__(self, min_p: float | Tensor) -> None:
+        self.min_p = per_row(min_p)
+        check_range("min_p", self.min_p, 0, 1)
+
+    def apply(self, logits: Tensor) -> Tensor:
+        probs = probs_of(logits)  # (B, V)
+        cut = column(self.min_p, logits) * probs.amax(dim=-1, keepdim=True)  # (B, 1)
+        return keep_only(logits, probs >= cut)
+
+    def __repr__(self) -> str:
+        return f"MinP({self.min_p.tolist()})"
+
+
+class Typical:
+    """Locally typical sampling (Meister et al. 2022), as transformers computes it.
+
+    Tokens are ranked by ``|-log p - H|`` (closest to the entropy first) and the smallest
+    prefix holding mass ``>= typical_p`` is kept; tokens tied with the last one kept stay.
+
+    Args:
+        typical_p: a number or ``(B,)`` tensor in ``(0, 1]``; 1 keeps all. Practical 0.2-0.95.
+    """
+
+    name = "typical_p"
+
+    def __init__(self, typical_p: float | Tensor) -> None:
+        self.mass = per_row(typical_p)
+        check_range("typical_p", self.mass, 0, 1, low_open=True)
+
+    def apply(self, logits: Tensor) -> Tensor:
+        mass = column(self.mass, logits)  # (B, 1)
+        lp = torch.log_softmax(logits, dim=-1)  # (B, V)
+        h = entropy_of(logits)  # (B, 1)
+        distance = torch.where(torch.isfinite(lp), (-lp - h).abs(), math.inf)  # (B, V)
+        ranked, order = distance.sort(dim=-1)  # most typical first
+        cum = lp.exp().gather(-1, order).cumsum(dim=-1)  # (B, V)
+        last = (cum < mass).sum(dim=-1, keepdim=True).clamp(max=logits.shape[-1] - 1)
+        keep = distance <= ranked.gather(-1, last)
+        # The most typical token always survives (it may not be the most likely).
+        return keep_only(logits, keep | (mass >= 1), keep_max=False)
+
+    def __repr__(self) -> str:
+        return f"Typical({self.mass.tolist()})"
+
+
+class Epsilon:
+    """Epsilon (truncation) sampling (Hewitt et al. 2022): keep tokens with ``p >= epsilon``.
+
+    Args:
+        epsilon: a number or ``(B,)`` tensor in ``[0, 1]``; 0 keeps all. Practical 3e-4 to 9e-4.
+    """
+
+    name = "epsilon"
+
+    def __init__(self, epsilon: float | Tensor) -> None:
+        self.epsilon = per_row(epsilon)
+        check_range("epsilon", self.epsilon, 0, 1)
+
+    def apply(self, logits: Tensor) -> Tensor:
+        return keep_only(logits, probs_of(logits) >= column(self.epsilon, logits))
+
+    def __repr__(self) -> str:
+        return f"Epsilon({self.epsilon.tolist()})"
+
+
+class Eta:
+    """Eta sampling (Hewitt et al. 2022): keep ``p >= min(eta, sqrt(eta) * exp(-H))``.
+
+    ``H`` is the entropy (nats) of the current distribution, so the cut loosens when the model
+    is unsure.
+
+    Args:
+        eta: a number or ``(B,)`` tensor in ``[0, 1]``; 0 keeps all. Practical 3e-4 to 2e-3.
+    """
+
+    name = "eta"
+
+    def __init__(self, eta: float | Tensor) -> None:
+        self.eta = per_row(eta)
+        check_range("eta", self.eta, 0, 1)
+
+    def apply(self, logits: Tensor) -> Tensor:
+        eta = column(self.eta, logits)  # (B, 1)
+        cut = torch.minimum(eta, eta.sqrt() * torch.exp(-entropy_of(logits)))  # (B, 1)
+        return keep_only(logits, probs_of(logits) >= cut)
+
+    def __repr__(self) -> str:
+        return f"Eta({self.eta.tolist()})"
+
+
+class TopNSigma:
+    """Top-n-sigma (Tang et al. 2024): keep logits ``>= max - n * std``.
+
+    ``std`` is the population standard deviation of the row's finite logits. The cut does not
+    move with temperature (both sides scale by ``1/T``). ``n = 0`` keeps only the maximum and
+    its ties (llama.cpp treats ``n <= 0`` as off; here ``None`` is off).
+
+    Args:
+        n: a number or ``(B,)`` tensor, ``>= 0``; ``inf`` keeps all. Practical 1-2.
+    """
+
+    name = "top_n_sigma"
+
+    def __init__(self, n: float | Tensor) -> None:
+        self.n = per_row(n)
+        check_range("top_n_sigma", self.n, 0, math.inf)
+
+    def apply(self, logits: Tensor) -> Tensor:
+        finite = torch.isfinite(logits)  # (B, V)
+        count = finite.sum(dim=-1, keepdim=True)  # (B, 1), >= 1
+        x = torch.where(finite, logits, 0.0)
+        mean = x.sum(dim=-1, keepdim=True) / count
+        var = torch.where(finite, (x - mean) ** 2, 0.0).sum(dim=-1, keepdim=True) / count
+        top = logits.amax(dim=-1, keepdim=True)
+        keep = logits >= top - column(self.n, logits) * var.sqrt()
+        return keep_only(logits, keep | is_max(logits))
+
+    def __repr__(self) -> str:
+        return f"TopNSigma({self.n.tolist()})"

@@ -1,0 +1,179 @@
+"""The FastAPI app: OpenAI-compatible routes, ``/v1/distribution``, ``/health`` and the
+playground page at ``/``. Thin: every number comes from the library."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path, PurePath
+from typing import TYPE_CHECKING, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tempscope.server import distribution_routes, openai_routes
+from tempscope.server.batcher import Batcher
+from tempscope.server.errors import APIError, error_body, install_handlers
+from tempscope.server.limits import ServerLimits
+from tempscope.server.responses import ModelCard, ModelList
+from tempscope.server.state import ServerState, get_state
+
+if TYPE_CHECKING:
+    from tempscope.models import LoadedModel
+
+STATIC = Path(__file__).resolve().parent / "static"
+
+
+def served_name(model: LoadedModel) -> str:
+    """The id /v1/models lists: a local folder or file by its last path part, else the name."""
+    if getattr(model, "source", None) in ("local", "gguf"):
+        return PurePath(model.name).name or model.name
+    return model.name
+
+
+def create_app(model: LoadedModel, *, api_key: str | None = None,
+               limits: ServerLimits | None = None, name: str | None = None) -> FastAPI:
+    """Build the server for one loaded model.
+
+    Args:
+        model: what every route runs on (:func:`tempscope.load_model`).
+        api_key: when set, every ``/v1`` route needs ``Authorization: Bearer <api_key>``.
+        limits: caps on tokens, choices, prompt length and body size.
+        name: the model id clients send and /v1/models lists (default: from the model).
+
+    Example (serves the tiny test model; needs no download)::
+
+        app = create_app(load_model("path/to/model"), api_key="secret")
+        uvicorn.run(app, host="127.0.0.1", port=8000)
+    """
+    limits = limits or ServerLimits()
+    batcher = Batcher(model, window_s=limits.batch_window_ms / 1000,
+                      max_rows=limits.max_batch_rows, max_queued_rows=limits.max_queued_rows)
+    state = ServerState(model=model, name=name or served_name(model), limits=limits,
+                        batcher=batcher, api_key=api_key or None)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        batcher.start()
+        yield
+        await batcher.stop()
+
+    from tempscope import __version__
+
+    app = FastAPI(title="tempscope", version=__version__, lifespan=lifespan,
+                  description="OpenAI-compatible completions with any sampler, next-token "
+                  "distributions, and a temperature playground at /.")
+    app.state.tempscope = state
+    install_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    auth = [Depends(check_api_key)]
+    app.include_router(openai_routes.router, dependencies=auth)
+    app.include_router(distribution_routes.router, dependencies=auth)
+
+    @app.get("/health")
+    async def health(request: Request) -> dict[str, Any]:
+        """Liveness: the model's name and the batcher's counters."""
+        st = get_state(request)
+        return {"status": "ok", "model": st.name, "batcher": st.batcher.stats()}
+
+    @app.get("/v1/models", dependencies=auth)
+    async def models(request: Request) -> ModelList:
+        """The one model this server serves (the id ``default`` also reaches it)."""
+        st = get_state(request)
+        return ModelList(data=[ModelCard(id=st.name, created=int(time.time()))])
+
+    @app.get("/v1/info", dependencies=auth)
+    async def info(request: Request) -> dict[str, Any]:
+        """What the playground shows about the model and the server's caps."""
+        st = get_state(request)
+        return {"model": st.name, "facts": st.model.facts.to_dict(),
+                "limits": dataclasses.asdict(st.limits), "auth": st.api_key is not None}
+
+    @app.get("/", include_in_schema=False)
+    async def playground() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+async def check_api_key(request: Request) -> None:
+    """401 unless the request carries the server's key as ``Authorization: Bearer``."""
+    key = get_state(request).api_key
+    if key is None:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    if not header:
+        raise APIError(401, "missing API key: send the header Authorization: Bearer <key> "
+                       "(the key given to tempscope serve --api-key)", code="invalid_api_key")
+    if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(),
+                                                                key.encode()):
+        raise APIError(401, "incorrect API key: send Authorization: Bearer <key> with the key "
+                       "given to tempscope serve --api-key", code="invalid_api_key")
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """Pure ASGI middleware: a body over ``max_bytes`` gets a 413 before anything parses it,
+    whether the client sent Content-Length or a chunked body."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            await self._reject(send)
+            return
+        seen = 0
+        exceeded = False  # FastAPI turns errors raised while reading into its own 400
+        sent = False  # a response (ours or the app's) has started
+
+        async def limited_receive() -> Message:
+            nonlocal seen, exceeded
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    exceeded = True
+                    raise _TooLarge
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal sent
+            if exceeded:  # replace whatever the app answers with the 413
+                if not sent:
+                    sent = True
+                    await self._reject(send)
+                return
+            sent = sent or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except _TooLarge:
+            if not sent:
+                await self._reject(send)
+
+    async def _reject(self, send: Send) -> None:
+        body = json.dumps(error_body(
+            f"the request body is larger than this server's limit of {self.max_bytes} bytes; "
+            "send a shorter prompt", param=None, code="request_too_large")).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,259 @@
+"""Requests -> engine inputs (token ids, SamplingParams, RowSpecs) and engine outputs ->
+OpenAI logprobs objects. The only place the server translates between the two worlds."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from tempscope.server.errors import APIError
+from tempscope.server.limits import ServerLimits
+from tempscope.server.responses import (
+    CompletionLogprobs,
+    FinishReason,
+    TokenLogprob,
+    TopLogprob,
+)
+from tempscope.server.schemas import ChatMessage, SamplerFields
+
+if TYPE_CHECKING:
+    from tempscope.generation import Alternative, StepEvent
+    from tempscope.models import LoadedModel
+    from tempscope.sampling import SamplingParams
+
+# What the OpenAI API reports for a token of probability 0 (JSON has no -inf).
+NEG_INF_LOGPROB = -9999.0
+
+# Request field -> SamplingParams field, where the names differ.
+_RENAMED = {"sampler_order": "order"}
+_NOT_SAMPLER = {"logprobs_mode"}
+
+
+def sampling_params(fields: SamplerFields, vocab_size: int, *,
+                    temperature: float | None = None) -> SamplingParams:
+    """Build :class:`SamplingParams` from a request's sampler fields.
+
+    Range checks are the library's; its errors come back as a 400 naming the request field.
+    ``top_k`` of ``-1`` or ``0`` means off (vLLM's convention), ``temperature`` None means 1.
+    """
+    from tempscope.sampling import SamplingParams
+
+    known = SamplingParams.model_fields
+    kwargs: dict[str, Any] = {}
+    for name in SamplerFields.model_fields:
+        value = getattr(fields, name)
+        if name in _NOT_SAMPLER or value is None:
+            continue
+        target = _RENAMED.get(name, name)
+        if target not in known:
+            raise APIError(400, f"{name} is not supported by this server's samplers; leave it "
+                           "out", param=name, code="unsupported_parameter")
+        kwargs[target] = value
+    if fields.top_k is not None and fields.top_k in (-1, 0):
+        del kwargs["top_k"]
+    if fields.logit_bias is not None:
+        kwargs["logit_bias"] = _logit_bias(fields.logit_bias, vocab_size)
+    if temperature is not None:
+        kwargs["temperature"] = temperature
+    elif "temperature" not in kwargs:
+        kwargs["temperature"] = 1.0
+    try:
+        return SamplingParams(**kwargs)
+    except (ValidationError, ValueError, TypeError) as exc:
+        message = str(exc).removeprefix("Value error, ")
+        for field, target in _RENAMED.items():  # speak the request's names, not the library's
+            if message.startswith(f"{target}:") or message.startswith(f"{target} "):
+                message = field + message[len(target):]
+        raise APIError(400, message, param=_param_named(message),
+                       code="invalid_value") from None
+
+
+def _param_named(message: str) -> str | None:
+    """The request field a library error message starts with, e.g. ``top_p must be ...``."""
+    first = message.split(" ", 1)[0].strip(":,")
+    first = {v: k for k, v in _RENAMED.items()}.get(first, first)
+    return first if first in SamplerFields.model_fields else None
+
+
+def _logit_bias(bias: dict[str, float], vocab_size: int) -> dict[int, float]:
+    out: dict[int, float] = {}
+    for key, value in bias.items():
+        try:
+            token = int(key)
+        except ValueError:
+            raise APIError(400, f"logit_bias keys must be token ids, got {key!r}",
+                           param="logit_bias", code="invalid_value") from None
+        if not 0 <= token < vocab_size:
+            raise APIError(400, f"logit_bias token id {token} is outside the vocabulary "
+                           f"(0..{vocab_size - 1})", param="logit_bias", code="invalid_value")
+        if not -100 <= value <= 100:
+            raise APIError(400, f"logit_bias values must be in [-100, 100], got {value} for "
+                           f"token {token}", param="logit_bias", code="invalid_value")
+        out[token] = value
+    return out
+
+
+def prompt_ids(model: LoadedModel, prompt: str | list[int], *, param: str = "prompt"
+               ) -> list[int]:
+    """Token ids of one prompt (text or ids); an empty prompt starts from BOS when there is one."""
+    if isinstance(prompt, str):
+        ids = model.encode(prompt)
+    else:
+        ids = list(prompt)
+        bad = [t for t in ids if not 0 <= t < model.vocab_size]
+        if bad:
+            raise APIError(400, f"token id {bad[0]} is outside the vocabulary "
+                           f"(0..{model.vocab_size - 1})", param=param, code="invalid_value")
+    if not ids:
+        bos = getattr(model.tokenizer, "bos_token_id", None)
+        if bos is None:
+            raise APIError(400, "the prompt is empty and the model has no BOS token to start "
+                           "from; send at least one token of text", param=param)
+        ids = [int(bos)]
+    return ids
+
+
+def completion_prompts(prompt: str | list[str] | list[int] | list[list[int]]
+                       ) -> list[str | list[int]]:
+    """Normalise the four OpenAI prompt forms to a list of prompts."""
+    if isinstance(prompt, str):
+        return [prompt]
+    if not prompt:
+        raise APIError(400, "prompt is an empty list; send a string or a non-empty list",
+                       param="prompt")
+    if all(isinstance(p, int) for p in prompt):
+        return [[int(p) for p in prompt]]  # type: ignore[arg-type]
+    return list(prompt)  # type: ignore[arg-type]
+
+
+def chat_ids(model: LoadedModel, messages: Sequence[ChatMessage]) -> list[int]:
+    """Token ids of a conversation with the generation prompt: the model's chat template when
+    it has one, else a plain ``role: text`` transcript ending in ``assistant:``."""
+    convo = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+             for m in messages]
+    tok = model.tokenizer
+    if getattr(tok, "chat_template", None):
+        try:
+            text = tok.apply_chat_template(convo, tokenize=False, add_generation_prompt=True)
+        except Exception as exc:  # jinja raises its own errors for conversations it rejects
+            raise APIError(400, f"the model's chat template rejected these messages: {exc}",
+                           param="messages") from None
+        ids: list[int] = list(tok.encode(str(text), add_special_tokens=False))
+        return ids or prompt_ids(model, "")
+    transcript = "".join(f"{m['role']}: {m['content']}\n" for m in convo) + "assistant:"
+    return prompt_ids(model, transcript)
+
+
+def check_lengths(model: LoadedModel, limits: ServerLimits, ids: Sequence[int],
+                  max_tokens: int) -> None:
+    """400 when the prompt or prompt + max_tokens does not fit the caps and the context."""
+    context = model.facts.context_length
+    if len(ids) > limits.max_prompt_tokens:
+        raise APIError(400, f"the prompt has {len(ids)} tokens; this server takes at most "
+                       f"{limits.max_prompt_tokens}", param="prompt",
+                       code="context_length_exceeded")
+    if len(ids) + max_tokens > context:
+        raise APIError(400, f"the prompt ({len(ids)} tokens) plus max_tokens ({max_tokens}) "
+                       f"is more than the model's context of {context} tokens; shorten the "
+                       "prompt or lower max_tokens", param="max_tokens",
+                       code="context_length_exceeded")
+
+
+def check_max_tokens(max_tokens: int, limits: ServerLimits) -> int:
+    if max_tokens > limits.max_tokens:
+        raise APIError(400, f"max_tokens is {max_tokens}; this server allows at most "
+                       f"{limits.max_tokens}", param="max_tokens", code="invalid_value")
+    return max_tokens
+
+
+def check_n(n: int, prompts: int, limits: ServerLimits) -> None:
+    if n > limits.max_n:
+        raise APIError(400, f"n is {n}; this server allows at most {limits.max_n}",
+                       param="n", code="invalid_value")
+    if prompts > limits.max_prompts:
+        raise APIError(400, f"{prompts} prompts in one request; at most "
+                       f"{limits.max_prompts}", param="prompt", code="invalid_value")
+    if n * prompts > limits.max_rows:
+        raise APIError(400, f"{prompts} prompts x n={n} = {n * prompts} completions; at most "
+                       f"{limits.max_rows} per request", param="n", code="invalid_value")
+
+
+def stop_list(stop: str | list[str] | None, limits: ServerLimits) -> list[str]:
+    stops = [stop] if isinstance(stop, str) else list(stop or [])
+    if len(stops) > limits.max_stop:
+        raise APIError(400, f"{len(stops)} stop strings; at most {limits.max_stop}",
+                       param="stop", code="invalid_value")
+    for s in stops:
+        if len(s) > limits.max_stop_chars:
+            raise APIError(400, f"a stop string has {len(s)} characters; at most "
+                           f"{limits.max_stop_chars}", param="stop", code="invalid_value")
+    return [s for s in stops if s]
+
+
+def check_top_logprobs(k: int | None, limits: ServerLimits, param: str) -> int:
+    if k is not None and k > limits.max_top_logprobs:
+        raise APIError(400, f"{param} is {k}; at most {limits.max_top_logprobs}", param=param,
+                       code="invalid_value")
+    return k or 0
+
+
+def finish_reason(engine_reason: str | None) -> FinishReason | None:
+    """The engine's ``stop``/``eos``/``length`` as OpenAI's ``stop``/``length``."""
+    if engine_reason is None or engine_reason == "cancelled":
+        return None
+    return "length" if engine_reason == "length" else "stop"
+
+
+def is_shown(event: StepEvent, eos_ids: set[int]) -> bool:
+    """Whether a step's token belongs in logprobs: an end-of-sequence token does not."""
+    return not (event.finished == "eos" and event.token_id in eos_ids)
+
+
+def _lp(value: float) -> float:
+    return value if math.isfinite(value) else NEG_INF_LOGPROB
+
+
+def token_logprob(event: StepEvent, raw: bool) -> float:
+    return _lp(event.raw_logprob if raw else event.logprob)
+
+
+def alternatives(event: StepEvent, k: int, raw: bool) -> list[tuple[Alternative, float]]:
+    """The ``k`` likeliest alternatives under the chosen mode, with their log-probabilities."""
+    def logp(alt: Alternative) -> float:
+        p = alt.raw_prob if raw else alt.prob
+        return math.log(p) if p > 0 else NEG_INF_LOGPROB
+
+    ranked = sorted(event.top, key=lambda a: -(a.raw_prob if raw else a.prob))
+    return [(a, logp(a)) for a in ranked[:k]]
+
+
+def completion_logprobs(events: Sequence[StepEvent], k: int, raw: bool,
+                        offset: int = 0) -> CompletionLogprobs:
+    """The legacy completions ``logprobs`` object for these steps."""
+    tokens, lps, tops, offsets = [], [], [], []
+    for ev in events:
+        tokens.append(ev.text)
+        lps.append(token_logprob(ev, raw))
+        top: dict[str, float] = {}
+        for a, lp in alternatives(ev, k, raw):
+            top.setdefault(a.text, lp)  # tokens with the same text: keep the likeliest
+        tops.append(top)
+        offsets.append(offset)
+        offset += len(ev.text)
+    return CompletionLogprobs(tokens=tokens, token_logprobs=lps, top_logprobs=tops,
+                              text_offset=offsets)
+
+
+def chat_logprobs(events: Sequence[StepEvent], k: int, raw: bool) -> list[TokenLogprob]:
+    """The chat ``logprobs.content`` list for these steps."""
+    return [
+        TokenLogprob(token=ev.text, logprob=token_logprob(ev, raw),
+                     bytes=list(ev.text.encode()),
+                     top_logprobs=[TopLogprob(token=a.text, logprob=lp,
+                                              bytes=list(a.text.encode()))
+                                   for a, lp in alternatives(ev, k, raw)])
+        for ev in events
+    ]

@@ -1,0 +1,29 @@
+"""Caps that keep one request from taking the server down."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """Per-server caps; a request over any of them gets a 400 (413 for the body size).
+
+    Every field is a plain ceiling; the defaults suit a laptop CPU and a small model.
+    """
+
+    max_tokens: int = 1024  # most new tokens per choice
+    default_chat_max_tokens: int = 256  # chat's max_tokens when the client sends none
+    max_n: int = 16  # most choices per prompt
+    max_rows: int = 32  # most rows (prompts x n) one request may start
+    max_prompts: int = 16  # most prompts in one completions request
+    max_prompt_tokens: int = 4096  # most prompt tokens (the model's context may cap it lower)
+    max_body_bytes: int = 1_000_000  # request body size (413 above it)
+    max_stop: int = 4  # most stop strings, as OpenAI allows
+    max_stop_chars: int = 200  # longest stop string
+    max_top_logprobs: int = 20  # most alternatives per token in logprobs
+    max_temperatures: int = 16  # most temperatures in one /v1/distribution call
+    max_top: int = 200  # longest top-N table in /v1/distribution
+    max_batch_rows: int = 64  # most rows merged into one engine call
+    batch_window_ms: float = 5.0  # how long the batcher waits to collect requests
+    max_queued_rows: int = 1024  # rows waiting before new requests get a 503

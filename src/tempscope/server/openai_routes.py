@@ -1,0 +1,258 @@
+"""``/v1/completions`` and ``/v1/chat/completions``: OpenAI shapes over the batched engine."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
+
+from tempscope.server import convert
+from tempscope.server.batcher import Done, Job
+from tempscope.server.errors import APIError
+from tempscope.server.responses import (
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletionChunk,
+    ChatCompletionResponse,
+    ChatDelta,
+    ChatLogprobs,
+    ChatMessageOut,
+    CompletionChoice,
+    CompletionResponse,
+    Usage,
+)
+from tempscope.server.schemas import ChatCompletionRequest, CompletionRequest
+from tempscope.server.state import ServerState, get_state
+
+if TYPE_CHECKING:
+    from tempscope.generation import RowResult, RowSpec, StepEvent
+
+router = APIRouter()
+
+
+@dataclass
+class _Plan:
+    """A validated request, ready for the batcher."""
+
+    rows: list[RowSpec]
+    prompt_tokens: int
+    top_logprobs: int
+    want_logprobs: bool
+    raw: bool
+
+
+def _plan(st: ServerState, body: CompletionRequest | ChatCompletionRequest,
+          encoded: list[list[int]], max_tokens: int, stop: str | list[str] | None,
+          top_logprobs: int | None, logprobs_param: str, want_logprobs: bool) -> _Plan:
+    from tempscope.generation import RowSpec, derive_seed
+
+    model, limits = st.model, st.limits
+    convert.check_n(body.n, len(encoded), limits)
+    convert.check_max_tokens(max_tokens, limits)
+    stops = convert.stop_list(stop, limits)
+    k = convert.check_top_logprobs(top_logprobs, limits, logprobs_param)
+    params = convert.sampling_params(body, model.vocab_size)
+    for ids in encoded:
+        convert.check_lengths(model, limits, ids, max_tokens)
+    rows = [RowSpec(prompt_ids=ids, params=params, seed=derive_seed(body.seed, i),
+                    max_new_tokens=max_tokens, stop=stops)
+            for ids in encoded for i in range(body.n)]
+    return _Plan(rows, sum(len(ids) for ids in encoded), k, want_logprobs,
+                 body.logprobs_mode == "raw")
+
+
+def _usage(plan: _Plan, results: Sequence[RowResult]) -> Usage:
+    completion = sum(len(r.token_ids) for r in results)
+    return Usage(prompt_tokens=plan.prompt_tokens, completion_tokens=completion,
+                 total_tokens=plan.prompt_tokens + completion)
+
+
+async def _results(job: Job, request: Request) -> list[RowResult]:
+    """Wait for a job's results; cancel it if the client disconnects meanwhile."""
+    loop = asyncio.get_running_loop()
+    next_check = loop.time() + 0.25
+    try:
+        while True:
+            try:
+                item = await asyncio.wait_for(job.queue.get(), timeout=0.25)
+            except TimeoutError:
+                item = None
+            if isinstance(item, Done):
+                return _unwrap(item)
+            # Look at the clock, not only at timeouts: other items may keep the queue busy.
+            if loop.time() >= next_check:
+                next_check = loop.time() + 0.25
+                if await request.is_disconnected():
+                    job.cancel()
+                    raise APIError(499, "client disconnected")
+    finally:
+        job.cancel()  # a no-op when the job finished; stops its rows otherwise
+
+
+def _unwrap(done: Done) -> list[RowResult]:
+    if done.error is not None:
+        if isinstance(done.error, ValueError):
+            raise APIError(400, str(done.error), code="invalid_value")
+        raise APIError(500, f"generation failed: {type(done.error).__name__}: {done.error}",
+                       type="server_error")
+    assert done.results is not None
+    return done.results
+
+
+def _sse(chunk: BaseModel | dict[str, object]) -> str:
+    data = chunk.model_dump_json() if isinstance(chunk, BaseModel) else json.dumps(chunk)
+    return f"data: {data}\n\n"
+
+
+async def _stream(job: Job, chunks: Callable[[int, StepEvent], BaseModel | None],
+                  head: list[BaseModel], tail: Callable[[list[RowResult]], list[BaseModel]]
+                  ) -> AsyncIterator[str]:
+    """Server-sent events: ``head`` chunks, one chunk per step event, ``tail`` chunks, then
+    ``[DONE]``. A client that goes away cancels the job (Starlette cancels this generator)."""
+    try:
+        for chunk in head:
+            yield _sse(chunk)
+        while True:
+            item = await job.queue.get()
+            if isinstance(item, Done):
+                try:
+                    results = _unwrap(item)
+                except APIError as err:
+                    yield _sse(err.body())
+                    break
+                for chunk in tail(results):
+                    yield _sse(chunk)
+                break
+            out = chunks(*item)
+            if out is not None:
+                yield _sse(out)
+        yield "data: [DONE]\n\n"
+    finally:
+        job.cancel()
+
+
+def _streaming(gen: AsyncIterator[str]) -> StreamingResponse:
+    return StreamingResponse(gen, media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+@router.post("/v1/completions", response_model=CompletionResponse)
+async def completions(body: CompletionRequest, request: Request
+                      ) -> CompletionResponse | StreamingResponse:
+    """Text completion, OpenAI's legacy shape; extra sampler fields as vLLM names them."""
+    st = get_state(request)
+    st.check_model(body.model)
+    prompts = convert.completion_prompts(body.prompt)
+    encoded = [convert.prompt_ids(st.model, p) for p in prompts]
+    max_tokens = body.max_tokens if body.max_tokens is not None else 16
+    plan = _plan(st, body, encoded, max_tokens, body.stop, body.logprobs, "logprobs",
+                 body.logprobs is not None)
+    job = st.submit(plan.rows, top_alternatives=plan.top_logprobs, events=body.stream)
+    rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+    eos = set(st.model.eos_token_ids)
+
+    def echo(i: int) -> str:
+        if not body.echo:
+            return ""
+        p = prompts[i // body.n]
+        return p if isinstance(p, str) else st.model.decode(p)
+
+    if body.stream:
+        offsets = [0] * len(plan.rows)
+
+        def chunk(row: int, ev: StepEvent) -> BaseModel | None:
+            lp = None
+            if plan.want_logprobs and convert.is_shown(ev, eos):
+                lp = convert.completion_logprobs([ev], plan.top_logprobs, plan.raw, offsets[row])
+                offsets[row] += len(ev.text)
+            text = (echo(row) if ev.step == 1 else "") + ev.delta
+            reason = convert.finish_reason(ev.finished)
+            if not text and lp is None and reason is None:
+                return None
+            return CompletionResponse(id=rid, created=created, model=st.name, choices=[
+                CompletionChoice(index=row, text=text, logprobs=lp, finish_reason=reason)])
+
+        def tail(results: list[RowResult]) -> list[BaseModel]:
+            if body.stream_options is None or not body.stream_options.include_usage:
+                return []
+            return [CompletionResponse(id=rid, created=created, model=st.name, choices=[],
+                                       usage=_usage(plan, results))]
+
+        return _streaming(_stream(job, chunk, [], tail))
+
+    results = await _results(job, request)
+    choices = [
+        CompletionChoice(
+            index=i, text=echo(i) + r.text, finish_reason=convert.finish_reason(r.finish_reason),
+            logprobs=convert.completion_logprobs(
+                [e for e in r.steps if convert.is_shown(e, eos)], plan.top_logprobs, plan.raw)
+            if plan.want_logprobs else None)
+        for i, r in enumerate(results)
+    ]
+    return CompletionResponse(id=rid, created=created, model=st.name, choices=choices,
+                              usage=_usage(plan, results))
+
+
+@router.post("/v1/chat/completions", response_model=ChatCompletionResponse)
+async def chat_completions(body: ChatCompletionRequest, request: Request
+                           ) -> ChatCompletionResponse | StreamingResponse:
+    """Chat completion: the model's chat template, then the same batched engine."""
+    st = get_state(request)
+    st.check_model(body.model)
+    ids = convert.chat_ids(st.model, body.messages)
+    max_tokens = body.max_tokens or body.max_completion_tokens
+    if max_tokens is None:
+        # No budget given: as much as the caps and the context leave.
+        room = st.model.facts.context_length - len(ids)
+        max_tokens = max(1, min(st.limits.default_chat_max_tokens, room))
+    plan = _plan(st, body, [ids], max_tokens, body.stop, body.top_logprobs, "top_logprobs",
+                 body.logprobs)
+    job = st.submit(plan.rows, top_alternatives=plan.top_logprobs, events=body.stream)
+    rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    eos = set(st.model.eos_token_ids)
+
+    def logprobs(events: Sequence[StepEvent]) -> ChatLogprobs | None:
+        if not plan.want_logprobs:
+            return None
+        shown = [e for e in events if convert.is_shown(e, eos)]
+        return ChatLogprobs(content=convert.chat_logprobs(shown, plan.top_logprobs, plan.raw))
+
+    if body.stream:
+        def chunk(row: int, ev: StepEvent) -> BaseModel | None:
+            lp = logprobs([ev])
+            reason = convert.finish_reason(ev.finished)
+            if not ev.delta and (lp is None or not lp.content) and reason is None:
+                return None
+            delta = ChatDelta(content=ev.delta) if ev.delta else ChatDelta()
+            return ChatCompletionChunk(id=rid, created=created, model=st.name, choices=[
+                ChatChunkChoice(index=row, delta=delta, logprobs=lp, finish_reason=reason)])
+
+        head: list[BaseModel] = [
+            ChatCompletionChunk(id=rid, created=created, model=st.name, choices=[
+                ChatChunkChoice(index=i, delta=ChatDelta(role="assistant", content=""))])
+            for i in range(len(plan.rows))]
+
+        def tail(results: list[RowResult]) -> list[BaseModel]:
+            if body.stream_options is None or not body.stream_options.include_usage:
+                return []
+            return [ChatCompletionChunk(id=rid, created=created, model=st.name, choices=[],
+                                        usage=_usage(plan, results))]
+
+        return _streaming(_stream(job, chunk, head, tail))
+
+    results = await _results(job, request)
+    choices = [
+        ChatChoice(index=i, message=ChatMessageOut(content=r.text), logprobs=logprobs(r.steps),
+                   finish_reason=convert.finish_reason(r.finish_reason))
+        for i, r in enumerate(results)
+    ]
+    return ChatCompletionResponse(id=rid, created=created, model=st.name, choices=choices,
+                                  usage=_usage(plan, results))

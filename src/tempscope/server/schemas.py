@@ -1,0 +1,197 @@
+"""Request bodies in the OpenAI shapes, plus vLLM/llama.cpp-style sampler fields.
+
+Types are checked strictly (``"stream": "yes"`` or ``"n": "2"`` is an error, not a guess) and
+unknown fields are rejected, so a typo such as ``temprature`` gets a 400 instead of being
+silently ignored. Ranges of sampler knobs are checked by :class:`tempscope.sampling.
+SamplingParams` itself, so the library stays the one place that knows them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_STRICT = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
+
+
+class SamplerFields(BaseModel):
+    """Sampling knobs shared by every route. ``None`` (or leaving a field out) means off.
+
+    ``temperature`` 0 is greedy. ``top_k`` accepts vLLM's ``-1`` / ``0`` as "off" for
+    compatibility. ``sampler_order`` lists the samplers in the order they run.
+    """
+
+    model_config = _STRICT
+
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    typical_p: float | None = None
+    top_n_sigma: float | None = None
+    epsilon: float | None = None
+    eta: float | None = None
+    repetition_penalty: float | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    dynatemp_range: float | None = None
+    dynatemp_exponent: float | None = None
+    edt_theta: float | None = None
+    edt_n: float | None = None
+    xtc_threshold: float | None = None
+    xtc_probability: float | None = None
+    mirostat_tau: float | None = None
+    mirostat_eta: float | None = None
+    logit_bias: dict[str, float] | None = None
+    sampler_order: list[str] | None = Field(default=None, max_length=32)
+    temperature_last: bool | None = None
+    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    logprobs_mode: Literal["raw", "processed"] = "processed"
+
+
+class StreamOptions(BaseModel):
+    model_config = _STRICT
+
+    include_usage: bool = False
+
+
+class CompletionRequest(SamplerFields):
+    """``POST /v1/completions``."""
+
+    model: str
+    prompt: str | list[str] | list[int] | list[list[int]]
+    max_tokens: int | None = Field(default=16, ge=1)
+    n: int = Field(default=1, ge=1)
+    best_of: int | None = Field(default=None, ge=1)
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    logprobs: int | None = Field(default=None, ge=0)
+    echo: bool = False
+    suffix: str | None = None
+    user: str | None = None
+
+    @model_validator(mode="after")
+    def _supported(self) -> CompletionRequest:
+        if self.best_of is not None and self.best_of != self.n:
+            raise ValueError(f"best_of={self.best_of} is not supported; leave it out or set it "
+                             f"equal to n ({self.n})")
+        if self.suffix:
+            raise ValueError("suffix (fill-in-the-middle) is not supported; leave it out")
+        if self.echo and self.logprobs is not None:
+            raise ValueError("echo together with logprobs is not supported (prompt tokens carry "
+                             "no logprobs here); drop one of them")
+        return self
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    type: str
+    text: str | None = None
+
+    @model_validator(mode="after")
+    def _text_only(self) -> ContentPart:
+        if self.type != "text" or self.text is None:
+            raise ValueError(f"content parts of type {self.type!r} are not supported; this "
+                             "server takes text only ({'type': 'text', 'text': ...})")
+        return self
+
+
+class ChatMessage(BaseModel):
+    # Extra keys (tool_calls, refusal, ...) from clients that echo whole messages are ignored.
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+
+    def text(self) -> str:
+        """The message's text, parts joined."""
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text or "" for part in self.content)
+
+
+class ChatCompletionRequest(SamplerFields):
+    """``POST /v1/chat/completions``."""
+
+    model: str
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    n: int = Field(default=1, ge=1)
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = Field(default=None, ge=0)
+    user: str | None = None
+    # Accepted for compatibility; they change nothing here.
+    store: bool | None = None
+    metadata: dict[str, str] | None = None
+    service_tier: str | None = None
+    parallel_tool_calls: bool | None = None
+    # Accepted only when empty or trivial; anything else gets a clear 400.
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    functions: list[Any] | None = None
+    function_call: Any = None
+    response_format: dict[str, Any] | None = None
+
+    @field_validator("tools", "functions")
+    @classmethod
+    def _no_tools(cls, value: list[Any] | None) -> list[Any] | None:
+        if value:
+            raise ValueError("tool and function calling are not supported; leave it out")
+        return value
+
+    @field_validator("tool_choice", "function_call")
+    @classmethod
+    def _no_tool_choice(cls, value: Any) -> Any:
+        if value not in (None, "none", "auto"):
+            raise ValueError("tool and function calling are not supported; leave it out")
+        return value
+
+    @field_validator("response_format")
+    @classmethod
+    def _text_format(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and value.get("type") != "text":
+            raise ValueError(f"response_format {value!r} is not supported; only "
+                             "{'type': 'text'}")
+        return value
+
+    @model_validator(mode="after")
+    def _logprobs(self) -> ChatCompletionRequest:
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
+        if (self.max_tokens is not None and self.max_completion_tokens is not None
+                and self.max_tokens != self.max_completion_tokens):
+            raise ValueError("max_tokens and max_completion_tokens disagree; send one of them")
+        return self
+
+
+class DistributionRequest(SamplerFields):
+    """``POST /v1/distribution``: the next-token distribution at several temperatures.
+
+    ``temperatures`` replaces ``temperature``; the other sampler fields give the processed
+    distribution next to the raw one. ``return_logits`` adds the full last-position logits
+    ``(V,)`` so a page can recompute ``softmax(logits / T)`` for any T without another call.
+    """
+
+    model: str | None = None
+    prompt: str
+    chat: bool = False
+    temperatures: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
+    top: int = Field(default=10, ge=1)
+    return_logits: bool = False
+
+    @model_validator(mode="after")
+    def _one_temperature_field(self) -> DistributionRequest:
+        if self.temperature is not None:
+            raise ValueError("use temperatures: [...] (a list) on /v1/distribution, not "
+                             "temperature")
+        return self

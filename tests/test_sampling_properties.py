@@ -1,0 +1,141 @@
+"""Hypothesis invariants of the chain: a distribution that sums to 1, never empty; greedy rows
+unaffected by filters; seeded determinism; a seeded row's draws independent of its batch."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tempscope.sampling import BatchSampler, SamplingParams, probabilities
+from tempscope.sampling.params import DEFAULT_ORDER
+
+logit = st.floats(-30, 30, allow_nan=False, width=32)
+logit_rows = st.lists(logit, min_size=2, max_size=12)
+unit = st.floats(0.0, 1.0)
+open_unit = st.floats(1e-6, 1.0)
+
+
+@st.composite
+def sampling_params(draw: st.DrawFn, vocab: int = 12) -> SamplingParams:
+    def maybe(strategy: st.SearchStrategy[object]) -> object:
+        return draw(st.none() | strategy)
+
+    fields: dict[str, object] = {
+        "temperature": maybe(st.sampled_from([0.0, 1e-6, 0.3, 1.0, 1.7, 1e6])),
+        "top_k": maybe(st.integers(1, 20)),
+        "top_p": maybe(open_unit),
+        "min_p": maybe(unit),
+        "typical_p": maybe(open_unit),
+        "epsilon": maybe(st.floats(0, 0.5)),
+        "eta": maybe(st.floats(0, 0.5)),
+        "top_n_sigma": maybe(st.floats(0, 3)),
+        "xtc_threshold": maybe(unit),
+        "mirostat_tau": maybe(st.floats(0.1, 8)),
+        "repetition_penalty": maybe(st.floats(0.5, 2)),
+        "frequency_penalty": maybe(st.floats(-2, 2)),
+        "presence_penalty": maybe(st.floats(-2, 2)),
+        "logit_bias": maybe(st.dictionaries(st.integers(0, vocab - 1), st.floats(-100, 100),
+                                            max_size=3)),
+        "seed": draw(st.integers(0, 2**32)),
+        "temperature_last": draw(st.booleans()),
+    }
+    dyn = draw(st.sampled_from(["none", "dynatemp", "edt"]))
+    if dyn == "dynatemp":
+        fields["dynatemp_range"] = draw(st.floats(0, 2))
+        fields["dynatemp_exponent"] = maybe(st.floats(0.1, 3))
+    elif dyn == "edt":
+        fields["edt_theta"] = draw(st.floats(0, 2))
+        fields["edt_n"] = maybe(st.floats(0.1, 1))
+    if draw(st.booleans()):
+        fields["order"] = draw(st.permutations(list(DEFAULT_ORDER)))
+    return SamplingParams(**fields)  # type: ignore[arg-type]
+
+
+def pad(values: list[float], vocab: int = 12) -> torch.Tensor:
+    return torch.tensor((values * vocab)[:vocab], dtype=torch.float32)
+
+
+@settings(max_examples=150, deadline=None)
+@given(logit_rows, sampling_params(), st.lists(st.integers(0, 11), max_size=6))
+def test_sums_to_one_never_empty(values: list[float], params: SamplingParams,
+                                 history: list[int]) -> None:
+    p = probabilities(pad(values), params, history=history)
+    assert torch.isfinite(p).all()
+    assert abs(p.sum().item() - 1) < 1e-5
+    assert (p > 0).sum() >= 1
+
+
+@settings(max_examples=100, deadline=None)
+@given(logit_rows, sampling_params())
+def test_greedy_rows_unaffected_by_filters(values: list[float], params: SamplingParams) -> None:
+    x = pad(values)
+    greedy = params.model_copy(update={"temperature": 0.0, "dynatemp_range": None,
+                                       "dynatemp_exponent": None, "edt_theta": None,
+                                       "edt_n": None})
+    filters = ["top_k", "top_p", "min_p", "typical_p", "epsilon", "eta", "top_n_sigma",
+               "xtc_threshold", "xtc_probability", "mirostat_tau", "mirostat_eta"]
+    plain = greedy.model_copy(update=dict.fromkeys(filters))  # same order and penalties
+    p = probabilities(x, greedy, history=[1, 2])
+    assert p.max().item() == 1.0
+    assert torch.equal(p, probabilities(x, plain, history=[1, 2]))
+    if not (greedy.logit_bias or greedy.repetition_penalty or greedy.frequency_penalty
+            or greedy.presence_penalty):
+        assert int(p.argmax()) == int(x.argmax())
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(logit_rows, min_size=1, max_size=4), st.lists(sampling_params(), min_size=1,
+                                                               max_size=4), st.integers(0, 3))
+def test_seeded_determinism_and_batch_invariance(rows: list[list[float]],
+                                                 params: list[SamplingParams],
+                                                 which: int) -> None:
+    n = min(len(rows), len(params))
+    x = torch.stack([pad(r) for r in rows[:n]])
+    ps = params[:n]
+    i = which % n
+
+    def tokens(batch: list[SamplingParams], logits: torch.Tensor, row: int) -> list[int]:
+        s = BatchSampler(batch, vocab_size=12, prompt_ids=[[0, 1]] * len(batch))
+        out = []
+        for _ in range(6):
+            t = s.choose(s.process(logits))
+            s.accept(t)
+            out.append(int(t[row]))
+        return out
+
+    together = tokens(ps, x, i)
+    assert together == tokens(ps, x, i)  # seeded: the same again
+    assert together == tokens([ps[i]], x[i : i + 1], 0)  # the other rows do not matter
+
+
+@settings(max_examples=60, deadline=None)
+@given(logit_rows, st.floats(0, 1e3, allow_nan=False))
+def test_temperature_only_matches_distribution_softmax(values: list[float], t: float) -> None:
+    import numpy as np
+
+    from tempscope.distribution import softmax
+
+    x = pad(values)
+    p = probabilities(x, SamplingParams(temperature=t))
+    with np.errstate(over="ignore"):  # numpy warns on (l - max) / 1e-300; the result is right
+        ref = softmax(x.double().numpy(), t)
+    assert max(abs(a - b) for a, b in zip(p.tolist(), ref.tolist(), strict=True)) < 1e-5
+    assert not math.isnan(p.sum().item())
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(logit_rows, min_size=2, max_size=4),
+       st.lists(sampling_params(), min_size=2, max_size=4))
+def test_per_row_parameters_match_rows_alone(rows: list[list[float]],
+                                             params: list[SamplingParams]) -> None:
+    """Each row of a mixed batch is processed exactly as it would be on its own."""
+    n = min(len(rows), len(params))
+    x = torch.stack([pad(r) for r in rows[:n]])
+    history = [[i, 2 * i] for i in range(n)]
+    together = BatchSampler(params[:n], vocab_size=12, prompt_ids=history).process(x)
+    for i in range(n):
+        alone = BatchSampler([params[i]], vocab_size=12, prompt_ids=[history[i]])
+        torch.testing.assert_close(together[i : i + 1], alone.process(x[i : i + 1]))
