@@ -34,17 +34,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _command_modules() -> list[ModuleType]:
-    modules: list[ModuleType] = [softmax_cmd]
-    # Later commands register here, each in its own module.
-    import importlib
+    from tempscope.cli import (
+        generate_cmd,
+        models_cmd,
+        next_cmd,
+        report_cmd,
+        serve_cmd,
+        sweep_cmd,
+        tour_cmd,
+    )
 
-    for name in ("models", "next", "generate", "tour", "sweep", "report", "serve"):
-        try:
-            modules.append(importlib.import_module(f"tempscope.cli.{name}_cmd"))
-        except ModuleNotFoundError as exc:
-            if exc.name != f"tempscope.cli.{name}_cmd":
-                raise
-    return modules
+    return [softmax_cmd, next_cmd, generate_cmd, tour_cmd, sweep_cmd, report_cmd, serve_cmd,
+            models_cmd]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
