@@ -118,7 +118,7 @@ def temperature_table(
     """One :class:`TokenDistribution` per temperature, same words and logits.
 
     >>> [round(d.top_probability, 5) for d in temperature_table([2, 4, 3], [1, 100])]
-    [0.66524, 0.33666]
+    [0.66524, 0.33667]
     """
     if len(temperatures) == 0:
         raise ValueError("give at least one temperature")
