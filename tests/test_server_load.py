@@ -38,7 +38,7 @@ def _client_run(server: LiveServer, client_index: int) -> list[int]:
     return counts
 
 
-def test_sixteen_clients_batched_faster_than_one(server: LiveServer) -> None:
+def test_sixteen_clients_share_engine_calls(server: LiveServer) -> None:
     _client_run(server, 99)  # warm up
     start = time.perf_counter()
     single = _client_run(server, 0)
@@ -61,7 +61,8 @@ def test_sixteen_clients_batched_faster_than_one(server: LiveServer) -> None:
     assert batches < rows / 2, (batches, rows)  # requests really share engine calls
     print(f"\nthroughput: 1 client {one_client:.1f} req/s, {CLIENTS} clients "
           f"{many_clients:.1f} req/s, {rows} rows in {batches} engine calls")
-    assert many_clients > one_client
+    # Throughput is printed, not asserted: timing depends on the machine's load (speed belongs
+    # in bench/). Batching is asserted structurally above: 160 rows in far fewer engine calls.
 
 
 def test_disconnected_stream_is_cancelled(server: LiveServer) -> None:

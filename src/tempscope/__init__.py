@@ -46,6 +46,7 @@ if TYPE_CHECKING:
         next_token,
     )
     from tempscope.remote import RemoteClient, RemoteError
+    from tempscope.remote_engine import RemoteSample, remote_generate, remote_next_token
     from tempscope.report import write_report
     from tempscope.sampling.batch import BatchSampler, probabilities
     from tempscope.study import SweepProgress, builtin_prompts, sweep
@@ -60,6 +61,9 @@ _LAZY: dict[str, str] = {
     "NextTokenResult": "nexttoken",
     "RemoteClient": "remote",
     "RemoteError": "remote",
+    "RemoteSample": "remote_engine",
+    "remote_generate": "remote_engine",
+    "remote_next_token": "remote_engine",
     "RowResult": "generation",
     "RowSpec": "generation",
     "Sample": "generation",
@@ -102,6 +106,7 @@ __all__ = [
     "NextTokenResult",
     "RemoteClient",
     "RemoteError",
+    "RemoteSample",
     "RowResult",
     "RowSpec",
     "Sample",
@@ -128,6 +133,8 @@ __all__ = [
     "next_token",
     "perplexity",
     "probabilities",
+    "remote_generate",
+    "remote_next_token",
     "score_texts",
     "softmax",
     "sweep",

@@ -114,6 +114,9 @@ class LoadedModel:
             "logits_to_keep" in inspect.signature(model.forward).parameters
         )
         self._facts: ModelFacts | None = None
+        # token id -> its text: generation shows each step's token and alternatives, and
+        # decoding through the tokenizer every time was about half of a small model's step.
+        self._token_texts: dict[int, str] = {}
 
     def __repr__(self) -> str:
         return (f"LoadedModel(name={self.name!r}, source={self.source!r}, "
@@ -199,8 +202,11 @@ class LoadedModel:
         ))
 
     def token_text(self, token_id: int) -> str:
-        """The text of one token, e.g. ``" mat"`` (leading space included)."""
-        return self.decode([token_id])
+        """The text of one token, e.g. ``" mat"`` (leading space included); cached."""
+        text = self._token_texts.get(token_id)
+        if text is None:
+            text = self._token_texts[token_id] = self.decode([token_id])
+        return text
 
 
 def special_tokens(tokenizer: PreTrainedTokenizerBase) -> dict[str, str]:

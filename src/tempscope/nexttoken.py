@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import torch
 
     from tempscope.models import LoadedModel
+    from tempscope.sampling.params import SamplingParams
 
 DEFAULT_TEMPERATURES: tuple[float, ...] = (0.1, 0.5, 1.0, 5.0, 10.0, 100.0)  # the seed's list
 
@@ -94,11 +95,17 @@ class TokenRow:
     text: str  # the decoded token, e.g. " mat"
     display: str  # text with whitespace made visible ("␣mat"); a partial character's bytes
     logit: float  # the model's raw score (temperature does not change it)
-    probability: float  # at this row's temperature
+    probability: float  # at this row's temperature (after the samplers, when there are any)
+    raw_probability: float | None = None  # softmax(logits) at T = 1, no samplers; set only
+    # when samplers ran, so the two can be shown side by side
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rank": self.rank, "token_id": self.token_id, "text": self.text,
-                "display": self.display, "logit": self.logit, "probability": self.probability}
+        d: dict[str, Any] = {"rank": self.rank, "token_id": self.token_id, "text": self.text,
+                             "display": self.display, "logit": self.logit,
+                             "probability": self.probability}
+        if self.raw_probability is not None:
+            d["raw_probability"] = self.raw_probability
+        return d
 
 
 @dataclass(frozen=True)
@@ -112,6 +119,8 @@ class TemperatureResult:
     effective_vocab: float  # exp(entropy): how many equally likely tokens this is worth
     top_probability: float  # probability of the most likely token
     sampled: TokenRow  # one draw from this distribution (the argmax at T = 0)
+    chain: tuple[str, ...] | None = None  # the samplers that ran, in order; None = none asked
+    kept: int | None = None  # tokens with probability > 0 after the samplers (None = none)
 
     def to_dict(self, *, full: bool = False) -> dict[str, Any]:
         """JSON-ready; ``full=True`` adds the whole ``(V,)`` distribution."""
@@ -123,6 +132,9 @@ class TemperatureResult:
             "top_probability": self.top_probability,
             "sampled": self.sampled.to_dict(),
         }
+        if self.chain is not None:
+            d["chain"] = list(self.chain)
+            d["kept"] = self.kept
         if full:
             d["probabilities"] = self.probabilities.tolist()
         return d
@@ -195,6 +207,7 @@ def next_token(
     top: int = 10,
     seed: int | None = None,
     chat: bool = False,
+    params: SamplingParams | None = None,
 ) -> NextTokenResult:
     """The next-token distribution after ``prompt`` at each temperature, from one forward pass.
 
@@ -207,6 +220,13 @@ def next_token(
         seed: seeds the draws; every temperature uses the same uniform number (inverse CDF),
             so draws differ across temperatures only because the distributions do.
             ``None`` picks a seed at random and reports it in the result.
+        params: samplers to run after the temperature (top-k, top-p, min-p, ..., ``order``);
+            its own ``temperature`` is replaced by each of ``temperatures`` in turn. Each
+            result then holds the processed distribution
+            (:func:`tempscope.sampling.probabilities`), ranks, entropy and draw from it, the
+            chain that ran and how many tokens survive; each table row also carries the raw
+            probability (``softmax(logits)`` at T = 1, no samplers) beside it. ``None`` (or a
+            chain with no sampler on) = plain temperature softmax.
 
     Returns:
         A :class:`NextTokenResult` with one :class:`TemperatureResult` per temperature.
@@ -225,42 +245,121 @@ def next_token(
     logits = raw.numpy()
     logits64 = logits.astype(np.float64)
     u = _uniform(seed)  # one draw in [0, 1), shared by every temperature
-    results = [_at_temperature(model, logits64, t, top, u) for t in temps]
+    if params is not None and not params.chain:
+        params = None  # no sampler on: the plain temperature softmax, same numbers
+    if params is None:
+        results = [_at_temperature(model, logits64, t, top, u) for t in temps]
+    else:
+        raw_probs = np.asarray(softmax(logits64, 1.0))  # (V,) float64, T = 1, no samplers
+        results = [_with_samplers(model, raw, logits64, raw_probs, params, t, top, u)
+                   for t in temps]
     return NextTokenResult(model.name, prompt, chat, prompt_ids, seed, logits, results)
 
 
-def _at_temperature(
-    model: LoadedModel, logits: np.ndarray, t: float, top: int, u: float
+def _with_samplers(
+    model: LoadedModel, raw: torch.Tensor, logits: np.ndarray, raw_probs: np.ndarray,
+    params: SamplingParams, t: float, top: int, u: float,
 ) -> TemperatureResult:
-    probs = np.asarray(softmax(logits, t))  # (V,) float64
-    # Rank by probability, then by logit (T = inf ties everything), then by id.
-    order = np.lexsort((np.arange(len(probs)), -logits, -probs))  # (V,) most likely first
-    ranks = np.empty_like(order)
-    ranks[order] = np.arange(1, len(order) + 1)
+    """One temperature with the sampler chain: processed distribution, raw one beside it."""
+    from tempscope.sampling import probabilities
 
-    def row(i: int) -> TokenRow:
+    p = params.model_copy(update={"temperature": t})
+    processed = probabilities(raw, p).double().numpy()  # (V,) removed tokens are 0
+    processed = processed / processed.sum()  # float32 rounding: sum to 1 in float64
+    greedy = p.is_greedy
+    res = _at_temperature(model, logits, t, top, u, probs=processed, raw_probs=raw_probs,
+                          greedy=greedy)
+    return TemperatureResult(
+        temperature=res.temperature, probabilities=res.probabilities, top=res.top,
+        entropy=res.entropy, effective_vocab=res.effective_vocab,
+        top_probability=res.top_probability, sampled=res.sampled, chain=p.chain,
+        kept=int(np.count_nonzero(processed)),
+    )
+
+
+def _at_temperature(
+    model: LoadedModel, logits: np.ndarray, t: float, top: int, u: float, *,
+    probs: np.ndarray | None = None, raw_probs: np.ndarray | None = None,
+    greedy: bool | None = None,
+) -> TemperatureResult:
+    """The result at one temperature; ``probs`` (already processed) replaces
+    ``softmax(logits / t)`` and ``raw_probs`` is shown beside it when given."""
+    if probs is None:
+        probs = np.asarray(softmax(logits, t))  # (V,) float64
+    # Rank by probability, then by logit (T = inf ties everything), then by id: only the
+    # top N are sorted; any other token's rank is counted.
+    order = top_indices(probs, logits, top)  # (N,) most likely first
+
+    def row(i: int, rank: int) -> TokenRow:
         text = model.token_text(i)
-        return TokenRow(int(ranks[i]), i, text, token_display(model, i, text), float(logits[i]),
-                        float(probs[i]))
+        return TokenRow(rank, i, text, token_display(model, i, text), float(logits[i]),
+                        float(probs[i]),
+                        None if raw_probs is None else float(raw_probs[i]))
 
-    if t == 0:
-        choice = int(np.argmax(logits))
+    if (t == 0) if greedy is None else greedy:
+        choice = int(np.argmax(probs if greedy else logits))
     else:
         # Inverse CDF: the first token whose cumulative probability exceeds u.
         cdf = np.cumsum(probs)
         choice = int(min(np.searchsorted(cdf, u * cdf[-1], side="right"), len(probs) - 1))
         while choice > 0 and probs[choice] == 0:  # never a masked token at the float edge
             choice -= 1
+    rows = [row(int(i), n + 1) for n, i in enumerate(order)]
+    picked = next((r for r in rows if r.token_id == choice), None)
     h = float(entropy(probs))
     return TemperatureResult(
         temperature=t,
         probabilities=probs,
-        top=[row(int(i)) for i in order[: min(top, len(order))]],
+        top=rows,
         entropy=h,
         effective_vocab=math.exp(h),
         top_probability=float(probs.max()),
-        sampled=row(choice),
+        sampled=picked or row(choice, rank_of(probs, logits, choice)),
     )
+
+
+def top_indices(probs: np.ndarray, logits: np.ndarray, n: int) -> np.ndarray:
+    """The ``n`` most likely token ids, most likely first: by probability, then by logit,
+    then by id (lower first). Sorts only the candidates, not the whole vocabulary.
+
+    Args:
+        probs: ``(V,)`` probabilities.
+        logits: ``(V,)`` raw logits (break ties in probability, e.g. at T = inf or at 0).
+        n: how many, ``>= 1`` (clamped to ``V``).
+
+    Returns:
+        ``(min(n, V),)`` int64 ids.
+
+    >>> top_indices(np.array([.2, .5, .2, .1]), np.array([1.0, 3.0, 2.0, 0.0]), 3).tolist()
+    [1, 2, 0]
+    """
+    v = len(probs)
+    n = min(n, v)
+    cand = _at_least_nth(probs, np.arange(v), n)
+    if len(cand) > 4 * n + 64:  # many ties at the cut (zeros at T = 0): narrow by logit
+        cut = probs[cand].min()
+        sure = cand[probs[cand] > cut]
+        tied = cand[probs[cand] == cut]
+        cand = np.concatenate([sure, _at_least_nth(logits, tied, n - len(sure))])
+    return cand[np.lexsort((cand, -logits[cand], -probs[cand]))][:n]
+
+
+def _at_least_nth(values: np.ndarray, ids: np.ndarray, n: int) -> np.ndarray:
+    """The ids whose value is at least the ``n``-th largest among ``values[ids]`` (ties at
+    that value all kept, ascending id order preserved)."""
+    sub = values[ids]
+    nth = np.partition(sub, len(sub) - n)[len(sub) - n]
+    kept: np.ndarray = ids[sub >= nth]
+    return kept
+
+
+def rank_of(probs: np.ndarray, logits: np.ndarray, i: int) -> int:
+    """1-based rank of token ``i`` in the order of :func:`top_indices`, by counting."""
+    p, x = probs[i], logits[i]
+    same_p = probs == p
+    ahead = (probs > p) | (same_p & (logits > x))
+    ahead |= same_p & (logits == x) & (np.arange(len(probs)) < i)
+    return int(np.count_nonzero(ahead)) + 1
 
 
 def _uniform(seed: int) -> float:

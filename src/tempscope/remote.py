@@ -43,7 +43,14 @@ RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
 
 class RemoteError(TempscopeError):
-    """The server refused a request (4xx) or stayed unreachable after every retry."""
+    """The server refused a request (4xx) or stayed unreachable after every retry.
+
+    ``status`` is the HTTP status of the last answer; ``None`` when nothing answered.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass
@@ -71,6 +78,9 @@ class RemoteClient:
         max_retries: retries per request on 429/5xx/timeouts (>= 0).
         timeout: seconds per request.
         backoff: first retry delay in seconds; doubles each retry, with jitter.
+        logprobs_raw: the caller asserts the server's logprobs are raw (T = 1, no samplers),
+            e.g. vLLM started with ``--logprobs-mode raw_logprobs``; otherwise they count as
+            raw only when the server accepts ``logprobs_mode: "raw"`` per request.
     """
 
     def __init__(
@@ -83,6 +93,7 @@ class RemoteClient:
         max_retries: int = 5,
         timeout: float = 120.0,
         backoff: float = 0.5,
+        logprobs_raw: bool = False,
     ) -> None:
         url = base_url or _env("OPENAI_BASE_URL")
         if not url:
@@ -106,6 +117,9 @@ class RemoteClient:
         self.stats = RemoteStats()
         self._model = model
         self._supported: dict[str, bool] = {}
+        self.refused: dict[str, str] = {}  # field -> the server's message when it refused it
+        self.logprobs_raw = logprobs_raw
+        self.max_logprobs: int | None = None  # learnt: the most logprobs the server allows
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -163,12 +177,26 @@ class RemoteClient:
             self.completion(probe)
             ok = True
         except RemoteError as exc:
-            if exc.args and "unreachable" in str(exc.args[0]):
-                raise
+            if exc.status is None or exc.status >= 500 or exc.status in RETRY_STATUS:
+                raise  # unreachable or failing: that says nothing about the field
             ok = False
+            with self._lock:
+                self.refused[name] = str(exc)
         with self._lock:
             self._supported[name] = ok
         return ok
+
+    def logprobs_fields(self) -> tuple[dict[str, Any], bool]:
+        """Fields that ask for raw logprobs, and whether the logprobs will be raw.
+
+        Raw means log p at T = 1 before any sampler: asserted by ``logprobs_raw``, or obtained
+        with ``logprobs_mode: "raw"`` when the server accepts it (tempscope's own server).
+        """
+        if self.logprobs_raw:
+            return {}, True
+        if self.supports("logprobs_mode", "raw"):
+            return {"logprobs_mode": "raw"}, True
+        return {}, False
 
     def split_fields(self, fields: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
         """Keep the fields the server supports; return them and the names it does not."""
@@ -207,7 +235,8 @@ class RemoteClient:
                 if response.status_code not in RETRY_STATUS or attempt >= self.max_retries:
                     raise RemoteError(
                         f"{method} {self.base_url}{path} failed with HTTP "
-                        f"{response.status_code}: {_error_message(response)}"
+                        f"{response.status_code}: {_error_message(response)}",
+                        status=response.status_code,
                     )
             with self._lock:
                 self.stats.retries += 1

@@ -205,11 +205,11 @@ def plot_entropy(summary: pd.DataFrame, path: Path) -> Path:
     left.set(xlabel="temperature", ylabel="entropy per step (nats)",
              title="Entropy of the distribution sampled from")
     left.legend(fontsize=8)
-    _curve(right, summary, "effective_vocab")
-    right.set_yscale("log")
+    if _curve(right, summary, "effective_vocab"):  # a remote sweep has no entropies
+        right.set_yscale("log")
+        right.legend(fontsize=8)
     right.set(xlabel="temperature", ylabel="exp(entropy), tokens",
               title="Effective vocabulary per step")
-    right.legend(fontsize=8)
     return _save(fig, path)
 
 
@@ -328,8 +328,10 @@ def write_report(run_dir: str | os.PathLike[str], *, out: str | os.PathLike[str]
                                                     threshold=threshold)),
         ("Entropy and effective vocabulary", plot_entropy(summary, fig_dir / "entropy.png")),
         ("Diversity vs coherence frontier", plot_frontier(summary, fig_dir / "frontier.png")),
-        ("First-step distribution", plot_first_step(records, fig_dir / "first_step.png")),
     ]
+    if any(r["first_top"] for r in records):  # remote sweeps have no token ids to plot by
+        figures.append(("First-step distribution",
+                        plot_first_step(records, fig_dir / "first_step.png")))
     template = jinja2.Environment(autoescape=True).from_string(_TEMPLATE)
     html = template.render(
         manifest=manifest, run=str(run), threshold=threshold,

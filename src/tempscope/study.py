@@ -16,6 +16,14 @@ On disk (``out``)::
 Re-running the same sweep resumes: complete cells are kept and skipped; a record cut short by
 a kill, and cells with fewer than ``n`` records, are dropped and run again. A killed run
 therefore loses at most the cells of the batch in flight, and no sample is ever written twice.
+
+Remote engines: pass a :class:`tempscope.remote.RemoteClient` as ``model`` and the grid runs on
+that OpenAI-compatible server instead (vLLM, llama.cpp's server, ``tempscope serve``), one
+request per sample, ``client.concurrency`` at a time (:mod:`tempscope.remote_engine`). Each
+cell is appended as soon as its last sample arrives, so a server fault (after the client's
+retries) stops the sweep with a :class:`~tempscope.remote.RemoteError` and a rerun loses
+nothing already received. The manifest's ``remote`` entry records the endpoint, whether the
+log-probabilities were raw, and the sampler settings the server refused.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ if TYPE_CHECKING:
 
     from tempscope.generation import RowResult
     from tempscope.models import LoadedModel
+    from tempscope.remote import RemoteClient
     from tempscope.sampling import SamplingParams
 
 __all__ = [
@@ -133,7 +142,7 @@ def _prompt_lines(lines: Iterable[str]) -> list[str]:
 
 
 def sweep(
-    model: LoadedModel | str | None,
+    model: LoadedModel | RemoteClient | str | None,
     prompts: str | Sequence[str] | None = None,
     temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
     *,
@@ -151,7 +160,8 @@ def sweep(
 
     Args:
         model: a loaded model, or a name/path for :func:`tempscope.models.load_model`
-            (``None`` = the embedded default).
+            (``None`` = the embedded default), or a :class:`tempscope.remote.RemoteClient`
+            to run on a remote server (``chat`` is not supported there).
         prompts: a prompt or a list; ``None`` = :func:`builtin_prompts`.
         temperatures: the temperatures to sweep (each config is run at every one of them;
             a config's own temperature is replaced).
@@ -186,18 +196,32 @@ def sweep(
     config_map = dict(configs) if configs is not None else {"default": SamplingParams()}
     if not config_map:
         raise ValueError("configs is empty: give at least one named SamplingParams")
-    lm = model if model is not None and not isinstance(model, str) else load_model(model)
+    from tempscope.remote import RemoteClient
+
+    remote = model if isinstance(model, RemoteClient) else None
+    if remote is not None and chat:
+        raise ValueError("chat=True is not supported with a remote endpoint: put the chat "
+                         "template into the prompts yourself, or run locally")
+    lm: LoadedModel | None = None
+    if remote is None:
+        lm = model if model is not None and not isinstance(model, (str, RemoteClient)) \
+            else load_model(model if isinstance(model, str) else None)
     judge_lm = judge if judge is None or not isinstance(judge, str) else load_model(judge)
     grid = {
         (name, t): SamplingParams.model_validate({**params.model_dump(), "temperature": t})
         for name, params in config_map.items() for t in temps
     }
     manifest = {
-        "format": FORMAT, "model": lm.name, "prompts": prompt_list, "temperatures": temps,
+        "format": FORMAT, "model": lm.name if lm is not None else _remote_name(remote),
+        "prompts": prompt_list, "temperatures": temps,
         "configs": {k: _params_dict(v) for k, v in config_map.items()}, "n": n,
         "max_new_tokens": max_new_tokens, "seed": seed, "chat": chat,
         "judge": None if judge_lm is None else judge_lm.name,
     }
+    if remote is not None:
+        from tempscope.remote_engine import check_settings
+
+        manifest["remote"] = {"endpoint": remote.base_url, **check_settings(remote, grid)}
     run_dir = None if out is None else Path(out)
     records = [] if run_dir is None else open_run(run_dir, manifest)
     done = {_key(r) for r in records}
@@ -215,7 +239,7 @@ def sweep(
                                    now - start))
 
     report(0, 0.0, force=True)
-    prompt_ids = [_encode(lm, p, chat) for p in prompt_list]
+    prompt_ids = [[] if lm is None else _encode(lm, p, chat) for p in prompt_list]
     for batch in _batches(prompt_list, grid, n, batch_rows):
         cells = [(pi, name, t) for pi in batch for (name, t) in grid if (pi, name, t) not in done]
         if not cells:
@@ -234,16 +258,66 @@ def sweep(
             tokens += 1
             report(in_flight, min(1.0, event.step / max(1, max_new_tokens)))
 
-        results = generate_rows(lm, specs, on_step=on_step, top_alternatives=TOP_ALTERNATIVES)
-        new = _records(prompt_list, grid, n, seed, rows, results)
-        if judge_lm is not None:
-            _judge(judge_lm, new)
-        if run_dir is not None:
-            _append(run_dir / SAMPLES, new)
+        if lm is None:  # remote: each cell is saved (and judged) as soon as it is complete
+            assert remote is not None
+            new = _remote_batch(remote, prompt_list, grid, n, seed, rows, specs, run_dir,
+                                judge_lm)
+            tokens += sum(r["n_tokens"] for r in new)
+        else:
+            results = generate_rows(lm, specs, on_step=on_step,
+                                    top_alternatives=TOP_ALTERNATIVES)
+            new = _records(prompt_list, grid, n, seed, rows, results)
+            if judge_lm is not None:
+                _judge(judge_lm, new)
+            if run_dir is not None:
+                _append(run_dir / SAMPLES, new)
         records.extend(new)
         done.update(cells)
         report(0, 0.0, force=True)
     return samples_frame(records)
+
+
+def _remote_name(client: RemoteClient | None) -> str:
+    assert client is not None
+    return client.model
+
+
+def _remote_batch(client: RemoteClient, prompts: Sequence[str],
+                  grid: Mapping[tuple[str, float], SamplingParams], n: int, seed: int,
+                  rows: Sequence[tuple[CellKey, int]], specs: Sequence[Any],
+                  run_dir: Path | None, judge: LoadedModel | None) -> list[Record]:
+    """Run one batch's rows on the server; append each cell as soon as it is complete."""
+    import threading
+
+    from tempscope.remote_engine import RemoteRow, remote_rows
+
+    need: dict[CellKey, int] = {}
+    for cell, _ in rows:
+        need[cell] = need.get(cell, 0) + 1
+    got: dict[int, Any] = {}
+    out: list[Record] = []
+    lock = threading.Lock()
+
+    def arrived(i: int, result: Any) -> None:
+        cell = rows[i][0]
+        with lock:
+            got[i] = result
+            mine = [j for j, (c, _) in enumerate(rows) if c == cell and j in got]
+            if len(mine) < need[cell]:
+                return
+            new = _records(prompts, grid, n, seed, [rows[j] for j in mine],
+                           [got[j] for j in mine])
+            if judge is not None:
+                _judge(judge, new)
+            if run_dir is not None:
+                _append(run_dir / SAMPLES, new)
+            out.extend(new)
+
+    remote_rows(client, [RemoteRow(prompts[cell[0]], spec.params, spec.seed)
+                         for (cell, _), spec in zip(rows, specs, strict=True)],
+                max_new_tokens=specs[0].max_new_tokens, top_alternatives=TOP_ALTERNATIVES,
+                on_result=arrived)
+    return out
 
 
 def _check_grid(prompts: Sequence[str], temperatures: Sequence[float], n: int,
@@ -312,7 +386,7 @@ def _records(prompts: Sequence[str], grid: Mapping[tuple[str, float], SamplingPa
                 "prompt_index": pi, "prompt": prompts[pi], "config": name, "temperature": t,
                 "sample_index": k, "seed": derive_seed(seed, k), "params": _params_dict(params),
                 "text": r.text, "token_ids": r.token_ids, "finish_reason": r.finish_reason,
-                "n_tokens": len(r.token_ids),
+                "n_tokens": r.n_tokens,
                 "steps": {
                     "token": [s.text for s in r.steps],
                     "raw_logprob": [s.raw_logprob for s in r.steps],
@@ -323,7 +397,7 @@ def _records(prompts: Sequence[str], grid: Mapping[tuple[str, float], SamplingPa
                 },
                 "first_top": [
                     {"token_id": a.token_id, "text": a.text, "raw_prob": a.raw_prob,
-                     "prob": a.prob} for a in (r.steps[0].top if r.steps else [])
+                     "prob": a.prob} for a in (r.steps[0].top if r.token_ids else [])
                 ],
             })
     return out

@@ -40,6 +40,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("prompt", metavar="PROMPT", help="the text to continue")
     add_model_arguments(p)
     add_generation_arguments(p)
+    from tempscope.cli.remote_options import add_remote_options
+
+    add_remote_options(p)
     p.set_defaults(func=run)
 
 
@@ -78,10 +81,46 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("the prompt is empty: give some text, e.g. "
                          "tempscope generate \"The cat slept on the\"")
     params, seed = parse_options(args)
+    from tempscope.cli.remote_options import client_from_args
+
+    client = client_from_args(args)
+    if client is not None:
+        return _run_remote(client, params, args, seed)
     model = load_from_args(args)
     samples = run_generation(model, args.prompt, params, args, seed=seed)
     if args.json:
         print(json.dumps([sample_dict(s) for s in samples], indent=2, ensure_ascii=False))
+        return 0
+    if args.trace:
+        for s in samples:
+            print_trace(s, top=args.top)
+    if not args.trace or len(samples) > 1:
+        print_samples(samples)
+    return 0
+
+
+def _run_remote(client: Any, params: list[SamplingParams], args: argparse.Namespace,
+                seed: int) -> int:
+    """``generate --endpoint``: one request per sample; refused settings warned about."""
+    from tempscope.cli.remote_options import generation_json, warn_ignored, warn_stats
+    from tempscope.remote_engine import remote_generate
+
+    if args.chat:
+        raise ValueError("--chat is not available with --endpoint: put the chat template into "
+                         "the prompt, or run on a local model")
+    with client:
+        samples = remote_generate(client, args.prompt, params, n=args.n,
+                                  max_new_tokens=args.max_new_tokens, stop=args.stop,
+                                  stop_at_newline=args.stop_at_newline, seed=seed,
+                                  logprobs=max(args.top, 1))
+    warn_ignored(sorted({f for s in samples for f in s.ignored}), client.refused)
+    if samples and not samples[0].logprobs_raw:
+        print("tempscope: note: the server's logprobs are processed, not raw: mean log p at "
+              "T = 1 cannot be shown (NaN); pass --logprobs-raw if they are raw",
+              file=sys.stderr)
+    warn_stats(client)
+    if args.json:
+        print(generation_json(samples))
         return 0
     if args.trace:
         for s in samples:

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 
 from tempscope.cli.common import parse_float, print_table
 from tempscope.cli.model_args import add_model_arguments, load_from_args
+from tempscope.cli.options import add_sampler_options, params_from_args, samplers_used
+from tempscope.cli.remote_options import add_remote_options, client_from_args, print_next
 
 if TYPE_CHECKING:
     from tempscope.nexttoken import NextTokenResult, TemperatureResult
@@ -35,6 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Every option of ``next`` (kept in one place so other option groups can be added)."""
     p.add_argument("prompt", metavar="PROMPT", help="the text to continue")
     add_model_arguments(p)
+    add_remote_options(p)
     p.add_argument(
         "-t", "--temperature", "--temperatures", dest="temperatures", nargs="+",
         default=DEFAULT_TEMPERATURES, metavar="T",
@@ -48,6 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--plot", metavar="FILE.png",
                    help="one bar panel per temperature, same tokens in every panel")
+    add_sampler_options(p)
 
 
 def parse_options(args: argparse.Namespace) -> tuple[list[float], int, int | None]:
@@ -67,10 +71,25 @@ def parse_options(args: argparse.Namespace) -> tuple[list[float], int, int | Non
 
 def run(args: argparse.Namespace) -> int:
     temps, top, seed = parse_options(args)
+    client = client_from_args(args)
+    if client is not None:  # a remote server: top-N logprobs instead of the full distribution
+        from tempscope.remote_engine import remote_next_token
+
+        if args.chat or args.plot or samplers_used(args):
+            raise ValueError("--chat, --plot and sampler options are not available with "
+                             "--endpoint: leave them out, or run on a local model")
+
+        with client:
+            remote = remote_next_token(client, args.prompt, temps, top=top, seed=seed)
+        print_next(remote, as_json=args.json)
+        return 0
+    # Checked before the model loads; next_token puts each -t temperature in turn.
+    params = params_from_args(args, 1.0) if samplers_used(args) else None
     model = load_from_args(args)
     from tempscope.nexttoken import next_token
 
-    result = next_token(model, args.prompt, temps, top=top, seed=seed, chat=args.chat)
+    result = next_token(model, args.prompt, temps, top=top, seed=seed, chat=args.chat,
+                        params=params)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
     else:
@@ -119,13 +138,20 @@ def _print_temperature(result: NextTokenResult, r: TemperatureResult, vocab: int
         print(f"LLM Temperature: {r.temperature:g} → {result.prompt}{token}")
     rows = [
         [str(row.rank), str(row.token_id), row.display, f"{row.logit:.4f}",
+         *([] if row.raw_probability is None else [f"{row.raw_probability:.5f}"]),
          f"{row.probability:.5f}"]
         for row in r.top
     ]
     highlight = next((i for i, row in enumerate(r.top)
                       if row.token_id == r.sampled.token_id), None)
-    print_table(f"T = {_t_label(r.temperature)}", ["rank", "id", "token", "logit", "probability"],
-                rows, highlight=highlight)
+    title = f"T = {_t_label(r.temperature)}"
+    header = ["rank", "id", "token", "logit", "probability"]
+    if r.chain is not None:  # samplers ran: raw and processed side by side
+        title += f": {' -> '.join(r.chain)}"
+        header = ["rank", "id", "token", "logit", "raw (T=1)", "processed"]
+    print_table(title, header, rows, highlight=highlight)
+    if r.chain is not None:
+        print(f"{r.kept:,} of {vocab:,} tokens survive")
     print(f"T={r.temperature:g}: entropy {r.entropy:.4f} nats, effective vocabulary "
           f"{r.effective_vocab:,.2f} of {vocab:,} tokens, top token {r.top_probability:.5f}, "
           f"sampled {r.sampled.display!r} (rank {r.sampled.rank}, p={r.sampled.probability:.5f})")

@@ -60,6 +60,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="where results go (resumable)")
     add_model_arguments(p)
     _add_sampler_options(p)
+    from tempscope.cli.remote_options import add_remote_options
+
+    add_remote_options(p)
     p.set_defaults(func=run)
 
 
@@ -85,19 +88,35 @@ def run(args: argparse.Namespace) -> int:
     temperatures = [_number(t, "--temperatures") for t in args.temperatures]
     base = _base_params(args)
     configs = parse_configs(args.configs or [], base)
-    model = load_from_args(args)
+    from tempscope.cli.remote_options import client_from_args, warn_ignored, warn_stats
+
+    client = client_from_args(args)
+    model: Any = client if client is not None else load_from_args(args)
+    if client is not None:
+        from tempscope.remote_engine import check_settings
+
+        found = check_settings(client, configs or {"default": base})
+        warn_ignored(found["ignored"], found["refused"])
     judge = None
     if args.judge is not None:
         from tempscope.models import load_model
 
         judge = load_model(args.judge, device=args.device)
+    from tempscope.remote import RemoteError
     from tempscope.study import sweep
 
-    with _ProgressBar() as bar:
-        frame = sweep(model, prompts, temperatures, configs=configs, n=args.n,
-                      max_new_tokens=args.max_new_tokens, seed=args.seed, out=args.out,
-                      judge=judge, chat=args.chat, batch_rows=args.batch_rows,
-                      progress=bar.update)
+    try:
+        with _ProgressBar() as bar:
+            frame = sweep(model, prompts, temperatures, configs=configs, n=args.n,
+                          max_new_tokens=args.max_new_tokens, seed=args.seed, out=args.out,
+                          judge=judge, chat=args.chat, batch_rows=args.batch_rows,
+                          progress=bar.update)
+    except RemoteError as exc:
+        raise RemoteError(f"{exc}; the samples received so far are saved in {args.out}: rerun "
+                          "the same command to resume") from None
+    if client is not None:
+        warn_stats(client)
+        client.close()
     print(f"{len(frame)} samples in {args.out}/samples.jsonl; next: tempscope report {args.out}")
     return 0
 

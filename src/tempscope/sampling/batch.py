@@ -33,6 +33,13 @@ from tempscope.sampling.truncation import Epsilon, Eta, MinP, TopK, TopNSigma, T
 from tempscope.sampling.xtc import XTC
 
 _PENALTIES = ("repetition_penalty", "frequency_penalty", "presence_penalty")
+# Stages whose result on a row depends only on its finite logits and leaves -inf tokens -inf,
+# so they give the same answer on the top-k candidates alone (penalties and the logit bias
+# look tokens up by id and are not among them).
+_LOCAL = (Temperature, DynamicTemperature, EntropyTemperature, TopK, TopP, MinP, Typical,
+          Epsilon, Eta, TopNSigma, XTC, MirostatV2)
+# Run the stages after top-k on the candidates when k is at most this share of the vocabulary.
+_COMPACT_SHARE = 4
 # filter stage -> (class, the value that makes it a no-op for a row)
 _FILTERS: dict[str, tuple[Any, float]] = {
     "top_k": (TopK, math.inf),
@@ -100,6 +107,9 @@ class BatchSampler:
             device=self.device,
         )
         self._last: Tensor | None = None
+        # (values, ids) of each row's candidates when the last ``process`` ran on them; lets
+        # ``choose`` draw from k tokens instead of V.
+        self._candidates: tuple[Tensor, Tensor] | None = None
         self._regroup()
 
     def _count(self, row: int, ids: Sequence[int]) -> None:
@@ -117,9 +127,10 @@ class BatchSampler:
             groups.setdefault(p.resolved_order, []).append(row)
         whole = len(groups) == 1
         self.groups = [
-            _Group(rows, None if whole else torch.tensor(rows, device=self.device),
-                   self.chain(rows))
+            _Group(rows, None if whole else torch.tensor(rows, device=self.device), stages,
+                   _compact_after(stages, self.vocab_size))
             for rows in groups.values()
+            for stages in [self.chain(rows)]
         ]
         self.greedy = torch.tensor([p.is_greedy for p in self.params], device=self.device,
                                    dtype=torch.bool)
@@ -235,6 +246,7 @@ class BatchSampler:
             ``(B, V)`` float32 processed logits; removed tokens are ``-inf``.
         """
         x = _check_logits(logits, len(self), self.vocab_size).to(self.device)
+        self._candidates = None
         if not self.groups:  # every row finished
             return x.clone()
         if len(self.groups) == 1:
@@ -248,21 +260,51 @@ class BatchSampler:
         return out
 
     def _run(self, x: Tensor, group: _Group) -> Tensor:
-        for stage in group.stages:
+        for n, stage in enumerate(group.stages):
             # The history and mirostat state change every step: hand the stage its rows' view.
             if isinstance(stage, RepetitionPenalty | FrequencyPenalty | PresencePenalty):
                 assert self.counts is not None
                 stage.counts = self.counts if group.index is None else self.counts[group.index]
             elif isinstance(stage, MirostatV2):
                 stage.mu = self.mu if group.index is None else self.mu[group.index]
+            if n == group.compact_at:
+                return self._run_on_candidates(x, group, n)
             x = stage.apply(x)
         return x
 
+    def _run_on_candidates(self, x: Tensor, group: _Group, at: int) -> Tensor:
+        """Top-k and every later stage on each row's k candidates only, scattered back.
+
+        The same answer as running them on all ``V`` tokens: the candidates are the k best
+        plus anything tied with the k-th (what top-k keeps), kept in token-id order so ties
+        and "first maximum" rules see the same order; the later stages are all ``_LOCAL``.
+        """
+        top_k = group.stages[at]
+        assert isinstance(top_k, TopK)
+        values, ids = top_k.candidates(x)  # (B, m), (B, m) in id order
+        for stage in group.stages[at:]:
+            if isinstance(stage, MirostatV2):
+                stage.mu = self.mu if group.index is None else self.mu[group.index]
+            values = stage.apply(values)
+        if group.index is None:
+            self._candidates = (values, ids)
+        return torch.full_like(x, -math.inf).scatter_(-1, ids, values)  # (B, V)
+
     def choose(self, processed: Tensor) -> Tensor:
-        """``(B,)`` int64 tokens: greedy rows take the argmax, others one seeded draw each."""
+        """``(B,)`` int64 tokens: greedy rows take the argmax, others one seeded draw each.
+
+        Pass the tensor ``process`` returned, unchanged: when the chain ended on top-k
+        candidates the draw searches those (the same token as searching all ``V``).
+        """
         u = uniforms(self.generators, self._draw, processed.device)
+        greedy = self.greedy.to(processed.device)
+        if self._candidates is not None and processed is self._last:
+            # The chain ended on k candidates per row (in id order): search those, not V.
+            values, ids = self._candidates
+            at = torch.where(greedy, values.argmax(dim=-1), inverse_cdf(values, u))  # (B,)
+            return ids.gather(-1, at[:, None])[:, 0]
         drawn = inverse_cdf(processed, u)
-        return torch.where(self.greedy.to(processed.device), processed.argmax(dim=-1), drawn)
+        return torch.where(greedy, processed.argmax(dim=-1), drawn)
 
     def accept(self, tokens: Tensor) -> None:
         """Append ``(B,)`` chosen tokens to each row's history and update mirostat's ``mu``."""
@@ -295,6 +337,7 @@ class BatchSampler:
             self.bias = self.bias[index]
         self.mu = self.mu[index]
         self._last = None if self._last is None else self._last[index]
+        self._candidates = None
         self._regroup()
 
 
@@ -305,6 +348,18 @@ class _Group:
     rows: list[int]
     index: Tensor | None
     stages: list[Sampler]
+    compact_at: int | None = None  # the top-k stage from which the chain runs on candidates
+
+
+def _compact_after(stages: list[Sampler], vocab_size: int) -> int | None:
+    """Index of a top-k stage after which the chain may run on the k candidates alone: every
+    row's k is small next to ``V`` and every later stage is ``_LOCAL``."""
+    for n, stage in enumerate(stages):
+        if isinstance(stage, TopK) and all(isinstance(s, _LOCAL) for s in stages[n + 1:]):
+            if int(stage.k.max()) * _COMPACT_SHARE <= vocab_size:
+                return n
+            return None
+    return None
 
 
 def _generator(device: torch.device, seed: int | None) -> torch.Generator:
@@ -320,9 +375,12 @@ def _check_logits(logits: Tensor, rows: int, vocab_size: int) -> Tensor:
     if logits.ndim != 2 or logits.shape[0] != rows or logits.shape[1] != vocab_size:
         raise ValueError(f"logits must be ({rows}, {vocab_size}), got {tuple(logits.shape)}")
     x = logits.float() if logits.dtype != torch.float32 else logits
-    if not bool((x < math.inf).all()):  # False for NaN and +inf
+    # One pass: a row's maximum is NaN if any entry is NaN, +inf if any is +inf, and -inf
+    # only when the whole row is.
+    top = x.amax(dim=-1)  # (B,)
+    if not bool((top < math.inf).all()):  # False for NaN and +inf
         raise ValueError("logits must be finite or -inf (a masked token); got NaN or +inf")
-    if bool((x.amax(dim=-1) == -math.inf).any()):
+    if bool((top == -math.inf).any()):
         raise ValueError("every logit in a row is -inf: at least one token must stay possible")
     return x
 

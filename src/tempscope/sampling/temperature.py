@@ -32,15 +32,19 @@ def scale(logits: Tensor, temperature: Tensor) -> Tensor:
     tiny = torch.finfo(torch.float32).tiny
     t = torch.where(greedy, 1.0, temperature.double().clamp(min=tiny)).to(logits.dtype)
     out = logits / t  # (B, V)
-    finite = torch.isfinite(logits)  # (B, V)
-    overflow = (finite & torch.isinf(out)).any(dim=-1, keepdim=True)  # (B, 1)
-    if bool(overflow.any()):  # e.g. 100 / 1e-37: shift by the max first so entries stay <= 0
-        shifted = (logits - logits.amax(dim=-1, keepdim=True)) / t
-        out = torch.where(overflow, shifted, out)
+    # The usual step (finite logits, finite T, no overflow) costs the division and one scan.
+    low, high = torch.aminmax(out)
+    if bool(high == math.inf) or bool(low == -math.inf):  # masked tokens, or an overflow
+        finite = torch.isfinite(logits)  # (B, V)
+        overflow = (finite & torch.isinf(out)).any(dim=-1, keepdim=True)  # (B, 1)
+        if bool(overflow.any()):  # e.g. 100 / 1e-37: shift by the max so entries stay <= 0
+            shifted = (logits - logits.amax(dim=-1, keepdim=True)) / t
+            out = torch.where(overflow, shifted, out)
     if bool(torch.isinf(t).any()):
-        out = torch.where(finite, out, logits)  # -inf / inf would be NaN
+        out = torch.where(torch.isfinite(logits), out, logits)  # -inf / inf would be NaN
     if bool(greedy.any()):
-        first_max = torch.zeros_like(finite).scatter_(-1, logits.argmax(-1, keepdim=True), True)
+        first_max = torch.zeros_like(logits, dtype=torch.bool).scatter_(
+            -1, logits.argmax(-1, keepdim=True), True)
         out = torch.where(greedy & ~first_max, -math.inf, out)
     return out
 

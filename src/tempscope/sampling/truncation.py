@@ -50,6 +50,32 @@ class TopK:
         kth = top.gather(-1, k - 1)  # (B, 1) the k-th largest logit
         return keep_only(logits, (logits >= kth) | everything)
 
+    def candidates(self, logits: Tensor) -> tuple[Tensor, Tensor]:
+        """The tokens ``apply`` may keep, gathered: per row its k best and every token tied
+        with the k-th, padded to the widest row with the next best (which ``apply`` on the
+        candidates then removes).
+
+        Args:
+            logits: ``(B, V)``.
+
+        Returns:
+            ``(values, ids)``, each ``(B, m)`` with ``m`` >= every row's k (clamped to ``V``),
+            ordered by token id, so ``apply(values)`` scattered back to ``ids`` equals
+            ``apply(logits)``.
+        """
+        b, v = logits.shape
+        k = column(self.k, logits).expand(b, 1).clamp(max=v)  # (B, 1)
+        m = min(int(k.max()) + 1, v)  # one spare column shows whether ties run past k
+        values, ids = logits.topk(m, dim=-1)  # (B, m), largest first
+        kth = values.gather(-1, k - 1)  # (B, 1)
+        # A row whose k-th is -inf has fewer finite tokens than k: all of them are in already.
+        cut = kth.masked_fill(kth == -math.inf, math.inf)  # (B, 1)
+        if m < v and bool((values[:, -1:] >= cut).any()):  # ties with a k-th go further
+            widest = int(torch.count_nonzero(logits >= cut, dim=-1).max())
+            values, ids = logits.topk(widest, dim=-1)
+        ids, order = ids.sort(dim=-1)  # token-id order: "first maximum" rules see V's order
+        return values.gather(-1, order), ids
+
     def __repr__(self) -> str:
         return f"TopK({self.k.tolist()})"
 

@@ -1,0 +1,395 @@
+"""Generation and next-token distributions from a remote OpenAI-compatible server.
+
+The same results the local engine gives (:class:`~tempscope.generation.Sample`,
+:class:`~tempscope.generation.StepEvent`), filled from what an HTTP API returns, with what it
+cannot return said plainly:
+
+- token ids are unknown (``token_ids == []``; steps carry ``token_id = -1``, alternatives
+  negative ids) and ``n_tokens`` comes from the returned tokens;
+- log-probabilities are *raw* (log p at T = 1, no samplers: ``raw_logprob``) only when the
+  server says so (:meth:`RemoteClient.logprobs_fields`); otherwise they are the server's
+  *processed* ones (``logprob``) and ``raw_logprob`` is NaN, so ``mean_logprob`` is NaN rather
+  than a number that means something else; entropies are NaN (a top-N list cannot give them);
+- ``finish_reason``: ``length``; ``eos`` / ``stop`` from vLLM's ``stop_reason`` when present,
+  else ``eos`` when no stop string was asked for and ``stop`` (ambiguous) when one was;
+- sampler settings the server refuses are not sent and are listed in ``ignored``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from tempscope.distribution import check_temperature
+from tempscope.generation import Alternative, Sample, StepEvent, derive_seed
+from tempscope.remote import RemoteClient, RemoteError
+
+if TYPE_CHECKING:
+    from tempscope.generation import FinishReason
+    from tempscope.sampling import SamplingParams
+
+__all__ = [
+    "RemoteNextToken",
+    "RemoteRow",
+    "RemoteSample",
+    "RemoteTemperatureView",
+    "check_settings",
+    "remote_generate",
+    "remote_next_token",
+    "remote_rows",
+    "request_fields",
+]
+
+WIDE_LOGPROBS = 100  # first ask for this many alternatives; 20 (OpenAI's cap) when refused
+OPENAI_MAX_LOGPROBS = 20
+_RENAMED = {"order": "sampler_order"}
+_LOCAL_ONLY = {"seed", "temperature"}  # sent by the row itself
+
+
+@dataclass
+class RemoteSample(Sample):
+    """A :class:`Sample` from a remote server, with what the server did not do.
+
+    ``ignored``: requested sampler settings the server refused (not applied);
+    ``logprobs_raw``: whether the step log-probabilities are raw (see the module docstring).
+    """
+
+    completion_tokens: int = 0
+    ignored: list[str] = field(default_factory=list)
+    logprobs_raw: bool = False
+
+    @property
+    def n_tokens(self) -> int:
+        return max(len(self.token_ids), self.completion_tokens)
+
+
+@dataclass(frozen=True)
+class RemoteRow:
+    """One request: a prompt, its sampler settings and seed."""
+
+    prompt: str
+    params: SamplingParams
+    seed: int | None
+
+
+def request_fields(params: SamplingParams) -> dict[str, Any]:
+    """The sampler fields (beyond ``temperature`` and ``seed``) of ``params`` as request JSON,
+    in vLLM's names; settings that are off are left out."""
+    out: dict[str, Any] = {}
+    for name, value in params.model_dump(exclude_none=True).items():
+        if name in _LOCAL_ONLY or (name == "temperature_last" and not value):
+            continue
+        if name == "logit_bias":
+            value = {str(k): v for k, v in value.items()}
+        out[_RENAMED.get(name, name)] = value
+    return out
+
+
+def _temperature(params: SamplingParams) -> float:
+    t = 1.0 if params.temperature is None else float(params.temperature)
+    if math.isinf(t):
+        raise ValueError("temperature inf (uniform) cannot be sent to a server (JSON has no "
+                         "infinity): use a large finite value such as 1000")
+    return t
+
+
+def remote_rows(
+    client: RemoteClient,
+    rows: Sequence[RemoteRow],
+    *,
+    max_new_tokens: int,
+    stop: Sequence[str] = (),
+    top_alternatives: int = 5,
+    on_result: Callable[[int, RemoteSample], None] | None = None,
+) -> list[RemoteSample]:
+    """Run ``rows``, one request each, at most ``client.concurrency`` at once.
+
+    Args:
+        client: the server.
+        rows: ``(R,)`` prompt, params and seed per request.
+        max_new_tokens: ``max_tokens`` of each request.
+        stop: stop strings (sent to the server; the text stops before them).
+        top_alternatives: ``logprobs`` asked for per step (alternatives kept per step).
+        on_result: called with ``(row index, sample)`` as each answer arrives (in any order),
+            so a caller can save it before the next one comes.
+
+    Returns:
+        ``(R,)`` samples in the order of ``rows``; raises :class:`RemoteError` on the first
+        request that fails after its retries (answers that arrived were passed to
+        ``on_result`` first).
+    """
+    logprob_fields, raw = client.logprobs_fields()
+    plans = []
+    for row in rows:
+        kept, ignored = client.split_fields(request_fields(row.params))
+        body: dict[str, Any] = {
+            "prompt": row.prompt, "max_tokens": max_new_tokens,
+            "temperature": _temperature(row.params), "logprobs": top_alternatives,
+            **kept, **logprob_fields,
+        }
+        if row.seed is not None:
+            body["seed"] = row.seed
+        if stop:
+            body["stop"] = list(stop)
+        plans.append((body, ignored))
+
+    def one(i: int) -> RemoteSample:
+        body, ignored = plans[i]
+        sample = _sample(client.completion(body), rows[i], i, raw=raw, ignored=ignored,
+                         stops=bool(stop))
+        if on_result is not None:
+            on_result(i, sample)
+        return sample
+
+    if len(rows) <= 1 or client.concurrency == 1:
+        return [one(i) for i in range(len(rows))]
+    with ThreadPoolExecutor(max_workers=min(client.concurrency, len(rows))) as pool:
+        futures = [pool.submit(one, i) for i in range(len(rows))]
+        _, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        for f in pending:
+            f.cancel()  # requests not started yet are dropped; those in flight finish
+        for f in futures:
+            if f.done() and not f.cancelled() and f.exception() is not None:
+                raise f.exception()  # type: ignore[misc]
+        return [f.result() for f in futures]
+
+
+def _sample(data: dict[str, Any], row: RemoteRow, index: int, *, raw: bool,
+            ignored: list[str], stops: bool) -> RemoteSample:
+    choices = data.get("choices") or []
+    if not choices:
+        raise RemoteError(f"the server answered without choices: {str(data)[:200]}")
+    choice = choices[0]
+    lp = choice.get("logprobs") or {}
+    tokens = [str(t) for t in lp.get("tokens") or []]
+    values = list(lp.get("token_logprobs") or [])
+    tops = list(lp.get("top_logprobs") or [])
+    steps = []
+    for k, text in enumerate(tokens):
+        value = float(values[k]) if k < len(values) and values[k] is not None else math.nan
+        top = tops[k] if k < len(tops) and tops[k] else {}
+        alts = [Alternative(-1 if t == text else -(j + 2), t,
+                            math.exp(v) if raw else math.nan, math.nan if raw else math.exp(v))
+                for j, (t, v) in enumerate(sorted(top.items(), key=lambda kv: -kv[1]))]
+        steps.append(StepEvent(row=index, step=k + 1, token_id=-1, text=text,
+                               raw_logprob=value if raw else math.nan,
+                               logprob=math.nan if raw else value, entropy=math.nan,
+                               raw_entropy=math.nan, top=alts, delta=text))
+    reason, stop_text = _finish(choice, stops)
+    if steps:
+        steps[-1] = replace(steps[-1], finished=reason)
+    usage = data.get("usage") or {}
+    completion = int(usage.get("completion_tokens") or 0) if len(choices) == 1 else 0
+    return RemoteSample(token_ids=[], text=str(choice.get("text") or ""), finish_reason=reason,
+                        steps=steps, row=index, prompt=row.prompt, params=row.params,
+                        seed=row.seed, stop_text=stop_text,
+                        completion_tokens=max(completion, len(tokens)), ignored=list(ignored),
+                        logprobs_raw=raw)
+
+
+def _finish(choice: dict[str, Any], stops: bool) -> tuple[FinishReason, str | None]:
+    reason = choice.get("finish_reason")
+    if reason == "length":
+        return "length", None
+    if "stop_reason" in choice:  # vLLM: the stop string, an eos/stop token id, or None (eos)
+        why = choice["stop_reason"]
+        return ("stop", why) if isinstance(why, str) else ("eos", None)
+    return ("stop", None) if stops else ("eos", None)
+
+
+def remote_generate(
+    client: RemoteClient,
+    prompts: str | Sequence[str],
+    params: SamplingParams | Sequence[SamplingParams],
+    *,
+    n: int = 1,
+    max_new_tokens: int = 64,
+    stop: str | Sequence[str] | None = None,
+    stop_at_newline: bool = False,
+    seed: int | None = None,
+    logprobs: int = 5,
+) -> list[RemoteSample]:
+    """:func:`tempscope.generate` against a server: one request per sample.
+
+    Args are those of :func:`tempscope.generate` (sample ``i`` gets ``derive_seed(seed, i)``);
+    ``logprobs`` is how many alternatives each step lists.
+
+    Returns:
+        ``len(prompts) * len(params) * n`` :class:`RemoteSample`, prompt-major, then params,
+        then sample; ``sample.ignored`` names settings the server refused.
+    """
+    from tempscope.sampling import SamplingParams
+
+    prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
+    param_list = [params] if isinstance(params, SamplingParams) else list(params)
+    if not prompt_list or not param_list:
+        raise ValueError("give at least one prompt and one SamplingParams")
+    if isinstance(n, bool) or n < 1 or max_new_tokens < 1:
+        raise ValueError(f"n and max_new_tokens must be >= 1, got {n} and {max_new_tokens}")
+    stops = [stop] if isinstance(stop, str) else list(stop or [])
+    if stop_at_newline:
+        stops.append("\n")
+    where: list[tuple[int, int, int]] = []
+    rows: list[RemoteRow] = []
+    for pi, prompt in enumerate(prompt_list):
+        for qi, p in enumerate(param_list):
+            for k in range(n):
+                s = derive_seed(seed if seed is not None else p.seed, k)
+                where.append((pi, qi, k))
+                rows.append(RemoteRow(prompt, p, s))
+    out = remote_rows(client, rows, max_new_tokens=max_new_tokens, stop=stops,
+                      top_alternatives=logprobs)
+    for sample, (pi, qi, k) in zip(out, where, strict=True):
+        sample.prompt_index, sample.params_index, sample.sample_index = pi, qi, k
+    return out
+
+
+# ------------------------------------------------------------------------------ next token
+
+
+@dataclass(frozen=True)
+class RemoteTemperatureView:
+    """The next-token distribution at one temperature, over the returned top-N only.
+
+    ``probabilities``: ``(N,)`` at T = 1 the server's own numbers (exact for these tokens;
+    they sum to ``1 - mass_outside``); at any other T the top-N renormalised,
+    ``softmax(logp / T)`` over them: an approximation that ignores the tokens outside.
+    """
+
+    temperature: float
+    tokens: list[str]  # the top-N, likeliest first
+    logprobs: list[float]  # (N,) as returned, at T = 1
+    probabilities: list[float]  # (N,)
+    exact: bool  # True only at T = 1
+    entropy: float  # nats, over the top-N renormalised
+    sampled: int  # index into tokens of a seeded draw (the argmax at T = 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"temperature": self.temperature if math.isfinite(self.temperature) else "inf",
+                "exact": self.exact, "entropy_top_n": self.entropy,
+                "sampled": self.tokens[self.sampled],
+                "top": [{"rank": i + 1, "text": t, "logprob": lp, "probability": p}
+                        for i, (t, lp, p) in enumerate(zip(self.tokens, self.logprobs,
+                                                           self.probabilities, strict=True))]}
+
+
+@dataclass(frozen=True)
+class RemoteNextToken:
+    """What :func:`remote_next_token` found; ``not_derived`` lists the temperatures the
+    returned numbers cannot give (processed logprobs), ``note`` says why."""
+
+    model: str
+    endpoint: str
+    prompt: str
+    seed: int
+    logprobs_raw: bool
+    top_n: int  # alternatives the server returned
+    mass_outside: float  # 1 - their total probability at T = 1
+    results: list[RemoteTemperatureView]
+    not_derived: list[float]
+    note: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "endpoint": self.endpoint, "prompt": self.prompt,
+                "seed": self.seed, "logprobs_raw": self.logprobs_raw,
+                "approximation": f"top-{self.top_n}", "top_n": self.top_n,
+                "mass_outside_top_n": self.mass_outside,
+                "not_derived": [t if math.isfinite(t) else "inf" for t in self.not_derived],
+                "note": self.note, "results": [r.to_dict() for r in self.results]}
+
+
+def remote_next_token(client: RemoteClient, prompt: str, temperatures: Sequence[float],
+                      *, top: int = 20, seed: int | None = None) -> RemoteNextToken:
+    """The next-token distribution from one ``max_tokens=1`` request's ``top_logprobs``.
+
+    Asks for :data:`WIDE_LOGPROBS` alternatives (20 if the server refuses more) at
+    ``temperature=1``. Views at other temperatures are computed from the returned
+    log-probabilities only when they are raw (:meth:`RemoteClient.logprobs_fields`).
+
+    Args:
+        client: the server.
+        prompt: non-empty text.
+        temperatures: each ``>= 0``.
+        top: rows per table (``<= N`` returned).
+        seed: seeds the draws (one uniform shared by every temperature); ``None`` = random.
+    """
+    if not prompt:
+        raise ValueError("the prompt is empty: give some text")
+    temps = [check_temperature(t) for t in temperatures]
+    if seed is None:
+        seed = random.SystemRandom().randrange(2**31)
+    fields, raw = client.logprobs_fields()
+    body = {"prompt": prompt, "max_tokens": 1, "temperature": 1.0, **fields}
+    wide = client.max_logprobs or max(top, WIDE_LOGPROBS)
+    try:
+        data = client.completion({**body, "logprobs": wide})
+    except RemoteError as exc:
+        if exc.status is None or exc.status >= 500 or wide <= OPENAI_MAX_LOGPROBS:
+            raise
+        client.max_logprobs = OPENAI_MAX_LOGPROBS
+        data = client.completion({**body, "logprobs": OPENAI_MAX_LOGPROBS})
+    choice = (data.get("choices") or [{}])[0]
+    tops = (choice.get("logprobs") or {}).get("top_logprobs") or []
+    if not tops or not tops[0]:
+        raise RemoteError(f"{client.base_url} returned no top_logprobs for the first token: "
+                          "the server does not report log-probabilities")
+    items = sorted(((str(t), float(v)) for t, v in tops[0].items()), key=lambda kv: -kv[1])
+    tokens, lps = [t for t, _ in items], [v for _, v in items]
+    outside = max(0.0, 1.0 - sum(math.exp(v) for v in lps))
+    u = random.Random(seed).random()
+    derivable = [t for t in temps if raw or t == 1.0]
+    not_derived = [t for t in temps if t not in derivable]
+    views = [_view(t, tokens, lps, u, top) for t in (derivable or [1.0])]
+    note = (f"top-{len(tokens)} approximation: {outside:.4f} of the mass at T = 1 lies outside "
+            "the returned tokens; other temperatures renormalise over them")
+    if not raw:
+        note += ("; the server's logprobs are processed (not raw), so only T = 1 is shown: "
+                 "other temperatures cannot be derived (pass --logprobs-raw if the server "
+                 "returns raw logprobs, e.g. vLLM --logprobs-mode raw_logprobs)")
+    return RemoteNextToken(client.model, client.base_url, prompt, seed, raw, len(tokens),
+                           outside, views, not_derived, note)
+
+
+def _view(t: float, tokens: list[str], lps: list[float], u: float,
+          top: int) -> RemoteTemperatureView:
+    if t == 1.0:
+        probs = [math.exp(v) for v in lps]  # the server's own numbers
+    elif t == 0:
+        probs = [1.0 if i == 0 else 0.0 for i in range(len(lps))]
+    else:
+        scaled = [0.0 if math.isinf(t) else (v - lps[0]) / t for v in lps]
+        weights = [math.exp(s) for s in scaled]
+        probs = [w / sum(weights) for w in weights]
+    total = sum(probs)
+    shares = [p / total for p in probs]
+    h = max(0.0, -sum(p * math.log(p) for p in shares if p > 0))
+    cdf, pick = 0.0, len(shares) - 1
+    for i, p in enumerate(shares):
+        cdf += p
+        if u < cdf:
+            pick = i
+            break
+    pick = 0 if t == 0 else pick
+    n = max(top, pick + 1)
+    return RemoteTemperatureView(t, tokens[:n], lps[:n], probs[:n], t == 1.0, h, pick)
+
+
+def check_settings(client: RemoteClient,
+                   grid: Mapping[Any, SamplingParams]) -> dict[str, Any]:
+    """Probe the server for every sampler setting in ``grid`` (cached on the client).
+
+    Returns:
+        ``{"logprobs_raw": bool, "ignored": [field, ...], "refused": {field: message}}``:
+        what a sweep records in its manifest and the CLI warns about.
+    """
+    _, raw = client.logprobs_fields()
+    ignored: set[str] = set()
+    for params in grid.values():
+        ignored.update(client.split_fields(request_fields(params))[1])
+    names = sorted(ignored)
+    return {"logprobs_raw": raw, "ignored": names,
+            "refused": {k: client.refused.get(k, "") for k in names}}

@@ -1,0 +1,57 @@
+"""Remote response parsing and request building, on hand-written server answers (no server)."""
+
+from __future__ import annotations
+
+import math
+
+from tempscope.remote_engine import RemoteRow, _sample, request_fields
+from tempscope.sampling import SamplingParams
+
+
+def test_request_fields_use_vllm_names_and_skip_what_is_off() -> None:
+    p = SamplingParams(temperature=0.7, top_k=40, min_p=0.05, seed=3,
+                       logit_bias={50256: -100.0})
+    assert request_fields(p) == {"top_k": 40, "min_p": 0.05, "logit_bias": {"50256": -100.0}}
+    ordered = SamplingParams(top_k=40, order=["top_k", "temperature"])
+    assert request_fields(ordered) == {"top_k": 40, "sampler_order": ["top_k", "temperature"]}
+    assert request_fields(SamplingParams(temperature=0)) == {}
+
+
+def _answer(**choice: object) -> dict[str, object]:
+    base = {"text": " mat.", "finish_reason": "stop", "logprobs": {
+        "tokens": [" mat", "."], "token_logprobs": [math.log(0.5), math.log(0.25)],
+        "top_logprobs": [{" mat": math.log(0.5), " rug": math.log(0.3)},
+                         {".": math.log(0.25), "!": math.log(0.5)}]}}
+    return {"choices": [{**base, **choice}], "usage": {"completion_tokens": 3}}
+
+
+def test_raw_logprobs_fill_raw_fields_only() -> None:
+    row = RemoteRow("The cat sat on the", SamplingParams(temperature=1.0), 7)
+    s = _sample(_answer(), row, 0, raw=True, ignored=["xtc_threshold"], stops=False)
+    assert s.text == " mat." and s.token_ids == [] and s.seed == 7
+    assert s.n_tokens == 3  # usage counts the end-of-sequence token the logprobs leave out
+    assert math.isclose(s.mean_logprob, (math.log(0.5) + math.log(0.25)) / 2)
+    assert math.isnan(s.steps[0].logprob) and math.isnan(s.steps[0].entropy)
+    first = s.steps[0].top
+    assert [(a.token_id, a.text, round(a.raw_prob, 6)) for a in first] == [
+        (-1, " mat", 0.5), (-3, " rug", 0.3)]  # -1 marks the chosen token
+    assert s.finish_reason == "eos" and s.steps[-1].finished == "eos"
+    assert s.ignored == ["xtc_threshold"] and s.logprobs_raw
+
+
+def test_processed_logprobs_leave_mean_logprob_nan() -> None:
+    row = RemoteRow("x", SamplingParams(), None)
+    s = _sample(_answer(), row, 0, raw=False, ignored=[], stops=False)
+    assert math.isnan(s.mean_logprob) and math.isclose(s.steps[1].prob, 0.25)
+
+
+def test_finish_reasons() -> None:
+    row = RemoteRow("x", SamplingParams(), None)
+    vllm_stop = _sample(_answer(stop_reason="\n"), row, 0, raw=True, ignored=[], stops=True)
+    assert (vllm_stop.finish_reason, vllm_stop.stop_text) == ("stop", "\n")
+    vllm_eos = _sample(_answer(stop_reason=None), row, 0, raw=True, ignored=[], stops=True)
+    assert vllm_eos.finish_reason == "eos"
+    plain = _sample(_answer(), row, 0, raw=True, ignored=[], stops=True)
+    assert plain.finish_reason == "stop"  # ambiguous without stop_reason: stop strings sent
+    length = _sample(_answer(finish_reason="length"), row, 0, raw=True, ignored=[], stops=True)
+    assert length.finish_reason == "length"
