@@ -293,7 +293,8 @@ def markdown(res: dict[str, Any]) -> str:
         f"transformers {m['transformers']}, Python {m['python']}), embedded SmolLM2-135M "
         f"fp32 unless said, median of {res['runs']} runs, one process (`bench/bench.py`). "
         f"Load average {m['load_average_start'][0]:.2f} at start, "
-        f"{res['load_average_end'][0]:.2f} at end (the CPU was shared).",
+        f"{res['load_average_end'][0]:.2f} at end (1-minute load average; the benchmark "
+        "itself keeps both cores busy, so a value well above 2 means other work shared them).",
         "",
         "| | benchmark | tempscope | baseline | ratio | goal | met |",
         "| --- | --- | --- | --- | --- | --- | --- |",
