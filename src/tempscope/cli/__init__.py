@@ -54,10 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         status: int = args.func(args)
-    except TempscopeError as exc:
-        print(f"tempscope {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except ValueError as exc:
+    except (TempscopeError, ValueError) as exc:
         print(f"tempscope {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

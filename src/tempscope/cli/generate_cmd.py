@@ -88,8 +88,14 @@ def run(args: argparse.Namespace) -> int:
         return _run_remote(client, params, args, seed)
     model = load_from_args(args)
     samples = run_generation(model, args.prompt, params, args, seed=seed)
+    return _show(samples, args, lambda: json.dumps([sample_dict(s) for s in samples], indent=2,
+                                                   ensure_ascii=False))
+
+
+def _show(samples: Sequence[Sample], args: argparse.Namespace, to_json: Callable[[], str]) -> int:
+    """Print the samples as JSON, a step trace, and/or the side-by-side table."""
     if args.json:
-        print(json.dumps([sample_dict(s) for s in samples], indent=2, ensure_ascii=False))
+        print(to_json())
         return 0
     if args.trace:
         for s in samples:
@@ -119,15 +125,7 @@ def _run_remote(client: Any, params: list[SamplingParams], args: argparse.Namesp
               "T = 1 cannot be shown (NaN); pass --logprobs-raw if they are raw",
               file=sys.stderr)
     warn_stats(client)
-    if args.json:
-        print(generation_json(samples))
-        return 0
-    if args.trace:
-        for s in samples:
-            print_trace(s, top=args.top)
-    if not args.trace or len(samples) > 1:
-        print_samples(samples)
-    return 0
+    return _show(samples, args, lambda: generation_json(samples))
 
 
 def parse_options(args: argparse.Namespace) -> tuple[list[SamplingParams], int]:
