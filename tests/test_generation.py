@@ -72,7 +72,7 @@ def test_greedy_equals_transformers_generate_in_one_padded_batch(
 
 @pytest.mark.slow
 def test_greedy_equals_transformers_generate_on_the_embedded_model() -> None:
-    model = load_model()
+    model = load_model(engine="torch")
     prompts = ["The cat slept on the", "Write a haiku about the sea."]
     samples = generate(model, prompts, GREEDY, max_new_tokens=32)
     for prompt, sample in zip(prompts, samples, strict=True):

@@ -8,16 +8,23 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from tempscope import gguf_cache
+from tempscope.engine.backend import Backend
 from tempscope.errors import ModelLoadError
 from tempscope.gguf_cache import CACHE_MARKER
-from tempscope.models import load_model
+from tempscope.models import load_model as _load_model
 from tests.tiny_gguf import write_tiny_gguf
 from tests.tiny_model import save_tiny
+
+
+def load_model(*args: Any, **kwargs: Any) -> Backend:
+    """The cache belongs to the torch engine (llama.cpp reads GGUF files as they are)."""
+    return _load_model(*args, engine="torch", **kwargs)
 
 
 @pytest.fixture

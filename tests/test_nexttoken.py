@@ -173,7 +173,7 @@ def test_to_dict_is_json(tiny: LoadedModel) -> None:
 
 @pytest.mark.slow
 def test_embedded_model_matches_the_field_notes() -> None:
-    m = load_model()
+    m = load_model(engine="torch")  # the numbers are the dequantized float32 model's
     r = next_token(m, PROMPT, [1], top=3, seed=0)
     assert len(r.prompt_ids) == 5
     (res,) = r.results

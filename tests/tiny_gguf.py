@@ -17,10 +17,18 @@ EOS = "<|endoftext|>"
 
 
 def write_tiny_gguf(path: Path, seed: int = 0, *, dim: int = 32, layers: int = 2,
-                    heads: int = 4, ffn: int = 64, context: int = 128) -> Path:
-    """Write the GGUF file at ``path`` and return it."""
+                    heads: int = 4, ffn: int = 64, context: int = 128,
+                    merge: bool = False) -> Path:
+    """Write the GGUF file at ``path`` and return it.
+
+    ``merge=True`` adds one BPE merge (``Ġ t`` -> token 257): llama.cpp refuses a BPE
+    vocabulary without merges, so the files both engines load have it.
+    """
     rng = np.random.default_rng(seed)
     tokens = [*sorted(pre_tokenizers.ByteLevel.alphabet()), EOS]
+    eos = len(tokens) - 1
+    if merge:
+        tokens.append("Ġt")
     vocab = len(tokens)
     w = gguf.GGUFWriter(str(path), "llama")
     w.add_name("tiny-llama")
@@ -36,11 +44,11 @@ def write_tiny_gguf(path: Path, seed: int = 0, *, dim: int = 32, layers: int = 2
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("default")
     w.add_token_list(tokens)
-    w.add_token_types([1] * (vocab - 1) + [3])  # 1 = normal, 3 = control
+    w.add_token_types([3 if i == eos else 1 for i in range(vocab)])  # 1 = normal, 3 = control
     w.add_token_scores([0.0] * vocab)
-    w.add_token_merges([])
-    w.add_bos_token_id(vocab - 1)
-    w.add_eos_token_id(vocab - 1)
+    w.add_token_merges(["Ġ t"] if merge else [])
+    w.add_bos_token_id(eos)
+    w.add_eos_token_id(eos)
 
     def rand(name: str, *shape: int) -> None:
         w.add_tensor(name, (rng.standard_normal(shape) * 0.5).astype(np.float32))

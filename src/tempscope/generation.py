@@ -1,11 +1,12 @@
 """Batched, KV-cached generation with per-row sampling parameters, seeds and stop rules.
 
-All rows (prompts x parameter sets x samples) decode together: one model call per step for the
-whole batch, a KV cache, left padding with an attention mask and explicit position ids, and only
-the last position's logits computed. Each row has its own sampler chain state and its own seeded
-generator (see :class:`tempscope.sampling.BatchSampler`), so a seeded row gives the same tokens
-alone or inside any batch. A row that finishes leaves the batch: its cache rows are dropped, so
-it stops costing work.
+All rows (prompts x parameter sets x samples) decode together in one decoding session of the
+model's engine (:meth:`tempscope.engine.backend.Backend.open_session`): one backend call per
+step for the whole batch, whichever engine runs it. Each row has its own sampler chain state
+and its own seeded generator (see :class:`tempscope.sampling.BatchSampler`), so a seeded row
+gives the same tokens alone or inside any batch. A row that finishes leaves the batch: its
+cache rows are dropped, so it stops costing work. Text is detokenized incrementally, as vLLM
+does: each step decodes a short window of the row's last tokens, never its whole text again.
 
 One decoding step, for the ``b`` rows still running::
 
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 
 if TYPE_CHECKING:
-    from tempscope.models import LoadedModel
+    from tempscope.engine.backend import Backend
     from tempscope.sampling import BatchSampler, SamplingParams
 
 FinishReason = Literal["stop", "eos", "length", "cancelled"]
@@ -173,7 +174,7 @@ def derive_seed(seed: int | None, sample_index: int) -> int | None:
 class _Row:
     """Decoding state of one running row: its tokens, its text and the stop rules."""
 
-    def __init__(self, index: int, spec: RowSpec, model: LoadedModel, eos: set[int],
+    def __init__(self, index: int, spec: RowSpec, model: Backend, eos: set[int],
                  context_left: int) -> None:
         if not spec.prompt_ids:
             raise ValueError(f"row {index} has an empty prompt: give at least one token")
@@ -193,12 +194,14 @@ class _Row:
         self.budget = min(spec.max_new_tokens, context_left)
         self.stops = [s for s in spec.stop if s] + (["\n"] if spec.stop_at_newline else [])
         self.longest_stop = max((len(s) for s in self.stops), default=0)
-        # Decode with a few prompt tokens in front so tokenizers that strip a leading space from
-        # the first token (SentencePiece) still give the right text for the continuation.
-        self.context = spec.prompt_ids[-4:]
-        self.context_text = model.decode(self.context)
+        # Incremental detokenization over a window of ids: a few prompt tokens in front so
+        # tokenizers that strip a leading space from the first token (SentencePiece) still
+        # give the right text. `ids[prefix:read]` is already in `text`; what decoding
+        # `ids[prefix:]` adds beyond it is new, once it ends in a whole character.
+        self.ids = list(spec.prompt_ids[-4:])
+        self.prefix, self.read = 0, len(self.ids)
+        self.pending = ""  # decoded text not yet in `text`: it ends in a partial character
         self.token_ids: list[int] = []
-        self.text_ids: list[int] = []  # token_ids without a final EOS token
         self.text = ""
         self.emitted = 0
         self.steps: list[StepEvent] = []
@@ -210,19 +213,32 @@ class _Row:
         self.token_ids.append(token_id)
         if token_id in self.eos:
             self.finish = "eos"
+            self.text += self.pending  # a partial character stays as U+FFFD, as decode gives
         else:
-            self.text_ids.append(token_id)
             before = len(self.text)
-            full = self.model.decode(self.context + self.text_ids)
-            self.text = full[len(self.context_text):] if full.startswith(
-                self.context_text) else self.model.decode(self.text_ids)
+            self._detokenize(token_id)
             self._match_stops(max(0, before - self.longest_stop + 1))
         if self.finish is None and len(self.token_ids) >= self.budget:
             self.finish = "length"
+            self.text += self.pending
         end = len(self.text) if self.finish else len(self.text) - self._held_back()
         delta = self.text[self.emitted:end] if end > self.emitted else ""
         self.emitted = max(self.emitted, end)
         return delta
+
+    def _detokenize(self, token_id: int) -> None:
+        self.ids.append(token_id)
+        known = self.model.decode(self.ids[self.prefix:self.read])
+        full = self.model.decode(self.ids[self.prefix:])
+        new = full[len(known):] if full.startswith(known) else full
+        # An incomplete UTF-8 character: wait for its rest (a UTF-8 character is at most 4
+        # bytes, so after a few tokens the bytes are invalid for good and shown as they are).
+        if new.endswith("\ufffd") and len(self.ids) - self.read < 4:
+            self.pending = new
+            return
+        self.text += new
+        self.pending = ""
+        self.prefix, self.read = self.read, len(self.ids)
 
     def _match_stops(self, start: int) -> None:
         hits = [(pos, s) for s in self.stops if (pos := self.text.find(s, start)) >= 0]
@@ -250,31 +266,21 @@ class _Row:
                          steps=self.steps, row=self.index, stop_text=self.stop_text)
 
 
-def _left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-align prompts: ``(ids, mask)``, both ``(B, L)`` int64, mask 1 on real tokens."""
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for i, p in enumerate(prompts):
-        ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
-        mask[i, width - len(p):] = 1
-    return ids, mask
-
-
 @torch.inference_mode()
 def generate_rows(
-    model: LoadedModel,
+    model: Backend,
     rows: Sequence[RowSpec],
     *,
     on_step: Callable[[StepEvent], None] | None = None,
     is_cancelled: Callable[[int], bool] | None = None,
     top_alternatives: int = 5,
 ) -> list[RowResult]:
-    """Decode all ``rows`` together, one model call per step; the low-level loop.
+    """Decode all ``rows`` together, one model call per step; the low-level loop. An engine
+    with a row limit (:attr:`Backend.max_rows`) gets the rows in groups of that many.
 
     Args:
         model: a loaded causal LM (:func:`tempscope.load_model`).
-        rows: what each row generates; prompts may differ in length (left padding).
+        rows: what each row generates; prompts may differ in length.
         on_step: called with every :class:`StepEvent`, in row order within a step.
         is_cancelled: asked before every step for each running row; ``True`` ends the row
             with ``finish_reason="cancelled"``.
@@ -283,73 +289,57 @@ def generate_rows(
     Returns:
         One :class:`RowResult` per row, in the order given.
     """
-    from transformers import DynamicCache
-
-    from tempscope.sampling import BatchSampler
-
     if top_alternatives < 0:
         raise ValueError(f"top_alternatives must be >= 0, got {top_alternatives}")
     eos = set(model.eos_token_ids)
     context = model.facts.context_length
     states = [_Row(i, r, model, eos, context - len(r.prompt_ids)) for i, r in enumerate(rows)]
     active = [s for s in states if s.finish is None]
-    if not active:
-        return [s.result() for s in states]
-
-    device = model.device
-    sampler = BatchSampler(
-        [s.spec.params for s in active], vocab_size=model.vocab_size, device=device,
-        seeds=[s.spec.seed if s.spec.seed is not None else s.spec.params.seed for s in active],
-        prompt_ids=[s.spec.prompt_ids for s in active],
-    )
-
-    # Prefill each distinct prompt once, then copy its cache rows to every row that uses it:
-    # a sweep of 48 samples of one prompt costs one prompt pass, not 48.
-    unique: dict[tuple[int, ...], int] = {}
-    owner = [unique.setdefault(tuple(s.spec.prompt_ids), len(unique)) for s in active]
-    pad_id = next(iter(sorted(eos)), 0)
-    ids, mask = _left_pad([list(p) for p in unique], pad_id)
-    position = (mask.cumsum(-1) - 1).clamp(min=0)  # (U, L): real tokens count from 0
-    cache = DynamicCache()
-    # Only the last position's logits are needed: at V = 49,152 the head is ~20 % of the model.
-    extra = {"logits_to_keep": 1} if model.supports_logits_to_keep else {}
-    out = model.model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                      position_ids=position.to(device), cache=cache, use_cache=True, **extra)
-    expand = torch.tensor(owner, dtype=torch.long)
-    logits = out.logits[:, -1, :][expand.to(device)]  # (B, V)
-    if len(unique) != len(active) or owner != list(range(len(active))):
-        cache.batch_select_indices(expand.to(device))
-    mask = mask[expand].to(device)  # (B, L)
-    last_position = position[expand, -1].to(device)  # (B,)
-
-    step = 0
-    while active:
-        step += 1
-        tokens = _step(model, sampler, logits, active, step, top_alternatives, on_step)
-        if is_cancelled is not None:
-            for s in active:
-                if s.finish is None and is_cancelled(s.index):
-                    s.finish = "cancelled"
-        keep = [i for i, s in enumerate(active) if s.finish is None]
-        if not keep:
-            break
-        if len(keep) < len(active):
-            # Finished rows leave the batch: cache, mask, positions and sampler state shrink.
-            index = torch.tensor(keep, dtype=torch.long, device=device)
-            cache.batch_select_indices(index)
-            sampler.select(index)
-            mask, last_position, tokens = mask[index], last_position[index], tokens[index]
-            active = [active[i] for i in keep]
-        mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)  # (b, L + step)
-        last_position = last_position + 1
-        out = model.model(input_ids=tokens[:, None], attention_mask=mask,
-                          position_ids=last_position[:, None], cache=cache, use_cache=True,
-                          **extra)
-        logits = out.logits[:, -1, :]
+    limit = model.max_rows or max(1, len(active))
+    for start in range(0, len(active), limit):
+        _decode(model, active[start:start + limit], top_alternatives, on_step, is_cancelled)
     return [s.result() for s in states]
 
 
-def _step(model: LoadedModel, sampler: BatchSampler, logits: torch.Tensor, active: list[_Row],
+def _decode(model: Backend, active: list[_Row], top_alternatives: int,
+            on_step: Callable[[StepEvent], None] | None,
+            is_cancelled: Callable[[int], bool] | None) -> None:
+    """Run ``active`` rows to their end in one decoding session."""
+    from tempscope.sampling import BatchSampler
+
+    sampler = BatchSampler(
+        [s.spec.params for s in active], vocab_size=model.vocab_size, device=model.device,
+        seeds=[s.spec.seed if s.spec.seed is not None else s.spec.params.seed for s in active],
+        prompt_ids=[s.spec.prompt_ids for s in active],
+    )
+    session = model.open_session([s.spec.prompt_ids for s in active],
+                                 budget=max(s.budget for s in active))
+    try:
+        logits = session.logits  # (B, V)
+        step = 0
+        while active:
+            step += 1
+            tokens = _step(model, sampler, logits, active, step, top_alternatives, on_step)
+            if is_cancelled is not None:
+                for s in active:
+                    if s.finish is None and is_cancelled(s.index):
+                        s.finish = "cancelled"
+            keep = [i for i, s in enumerate(active) if s.finish is None]
+            if not keep:
+                break
+            if len(keep) < len(active):
+                # Finished rows leave the batch: their cache and sampler state go.
+                session.keep(keep)
+                index = torch.tensor(keep, dtype=torch.long, device=tokens.device)
+                sampler.select(index.to(model.device))
+                tokens = tokens[index]
+                active = [active[i] for i in keep]
+            logits = session.step(tokens)  # (b, V)
+    finally:
+        session.close()
+
+
+def _step(model: Backend, sampler: BatchSampler, logits: torch.Tensor, active: list[_Row],
           step: int, top_alternatives: int,
           on_step: Callable[[StepEvent], None] | None) -> torch.Tensor:
     """Choose one token per running row, record the step events; returns the tokens ``(b,)``."""
@@ -399,7 +389,7 @@ def _alternatives(logp: torch.Tensor, raw_logp: torch.Tensor, k: int) -> torch.T
 
 
 def generate(
-    model: LoadedModel,
+    model: Backend,
     prompts: str | Sequence[str],
     params: SamplingParams | Sequence[SamplingParams],
     *,
@@ -455,7 +445,7 @@ def generate(
     for text in prompt_list:
         ids = model.encode(text, chat=chat)
         if not ids:
-            bos = getattr(model.tokenizer, "bos_token_id", None)
+            bos = model.bos_token_id
             if bos is None:
                 raise ValueError("the prompt is empty and the model has no BOS token to start "
                                  "from: give a prompt of at least one token")

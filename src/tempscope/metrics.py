@@ -12,7 +12,7 @@ Every metric is a pure function with its formula in the docstring. Levels:
 - aggregates: :func:`bootstrap_ci`, a percentile bootstrap of the mean.
 
 Text metrics work on whitespace-separated words (:func:`words`), so they compare models with
-different tokenizers. This module imports torch only inside :func:`score_texts`.
+different tokenizers. This module does not import torch.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy as np
 from tempscope.distribution import as_array
 
 if TYPE_CHECKING:
-    from tempscope.models import LoadedModel
+    from tempscope.engine.backend import Backend
 
 __all__ = [
     "AlternativeLike",
@@ -269,7 +269,7 @@ class TextScore:
 
 
 def score_texts(
-    model: LoadedModel,
+    model: Backend,
     prompts: Sequence[str],
     texts: Sequence[str],
     *,
@@ -277,10 +277,11 @@ def score_texts(
 ) -> list[TextScore]:
     """Log-likelihood of each continuation ``texts[i]`` after ``prompts[i]`` under ``model``.
 
-    ``logprob_i = sum_{t in continuation} log softmax(logits_{t-1})[x_t]`` at ``T = 1``: one
-    forward pass over ``prompt + text`` (right-padded batch, attention mask), prompt tokens
-    masked out. The continuation is what ``encode(prompt + text)`` adds after its common prefix
-    with ``encode(prompt)``, so a model with another tokenizer (a judge) scores the same text.
+    ``logprob_i = sum_{t in continuation} log softmax(logits_{t-1})[x_t]`` at ``T = 1``,
+    from :meth:`~tempscope.engine.backend.Backend.sequence_logprobs` (on torch one padded
+    forward pass per batch). The continuation is what ``encode(prompt + text)`` adds after
+    its common prefix with ``encode(prompt)``, so a model with another tokenizer (a judge)
+    scores the same text.
 
     Args:
         model: any loaded causal LM, e.g. a second model acting as judge.
@@ -292,8 +293,6 @@ def score_texts(
     Returns:
         ``N`` scores, in order.
     """
-    import torch
-
     if len(prompts) != len(texts):
         raise ValueError(
             f"score_texts needs one prompt per text, got {len(prompts)} prompts and "
@@ -309,31 +308,15 @@ def score_texts(
         encoded.append((ids, max(start, 1)))  # the first token has no context to score it
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))  # less padding
     scores: dict[int, TextScore] = {}
-    pad = model.eos_token_ids[0] if model.eos_token_ids else 0
     while order:
         longest = len(encoded[order[-1]][0])
         rows = max(1, max_batch_elements // max(1, longest * model.vocab_size))
         batch, order = order[-rows:], order[:-rows]
-        width = max(len(encoded[i][0]) for i in batch)
-        tokens = torch.full((len(batch), width), pad, dtype=torch.long)  # (B, L)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)  # (B, L) 1 = real token
-        scored = torch.zeros((len(batch), width), dtype=torch.bool)  # (B, L) continuation
-        for r, i in enumerate(batch):
-            seq, start = encoded[i]
-            tokens[r, : len(seq)] = torch.tensor(seq)
-            mask[r, : len(seq)] = 1
-            scored[r, start : len(seq)] = True
-        with torch.no_grad():
-            logits = model.model(
-                input_ids=tokens.to(model.device), attention_mask=mask.to(model.device)
-            ).logits.float()  # (B, L, V)
-        logp = torch.log_softmax(logits[:, :-1], dim=-1)  # (B, L-1, V) predicts tokens 1..L-1
-        token_logp = logp.gather(-1, tokens[:, 1:, None].to(logp.device))[..., 0].cpu()  # (B, L-1)
-        token_logp = token_logp * scored[:, 1:]
-        for r, i in enumerate(batch):
-            count = int(scored[r].sum())
-            total = float(token_logp[r].sum())
-            scores[i] = TextScore(total, count, total / count if count else math.nan)
+        values = model.sequence_logprobs([encoded[i][0] for i in batch],
+                                         [encoded[i][1] for i in batch])
+        for i, lps in zip(batch, values, strict=True):
+            total = float(sum(lps))
+            scores[i] = TextScore(total, len(lps), total / len(lps) if lps else math.nan)
     return [scores[i] for i in range(len(encoded))]
 
 

@@ -18,24 +18,23 @@ a minute of retries.
 from __future__ import annotations
 
 import importlib.util
-import inspect
 import os
 import socket
 import threading
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
+from tempscope.engine.backend import ENGINE_CHOICES, Backend, ModelFacts
+from tempscope.engine.torch_backend import LoadedModel, special_tokens
 from tempscope.errors import ModelLoadError
 from tempscope.gguf_cache import load_gguf
 
-if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+__all__ = ["EMBEDDED_NAME", "LoadedModel", "ModelFacts", "default_device", "embedded_gguf_path",
+           "load_model", "resolve_device", "resolve_dtype", "special_tokens"]
 
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 """Name of the embedded default model (also accepted by :func:`load_model`)."""
@@ -52,173 +51,6 @@ _HOW_TO = (
     "use a local model folder or .gguf file (`-m ./my-model`), or leave the model out to use "
     f"the embedded {EMBEDDED_NAME}"
 )
-
-
-@dataclass(frozen=True)
-class ModelFacts:
-    """What a user wants to know about a loaded model (the seed lists these for GPT-2)."""
-
-    name: str
-    source: str  # "embedded" | "hub" | "local" | "gguf"
-    architecture: str  # e.g. "LlamaForCausalLM"
-    parameters: int  # distinct parameters (tied embeddings counted once)
-    vocab_size: int  # size of the logits' last axis
-    embedding_dim: int  # width of the residual stream
-    heads: int  # attention heads per layer
-    layers: int  # transformer blocks
-    context_length: int  # longest sequence the position scheme was trained for
-    special_tokens: dict[str, str] = field(default_factory=dict)  # e.g. {"eos_token": "<|im_end|>"}
-    device: str = "cpu"
-    dtype: str = "float32"
-    has_chat_template: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready copy of every field."""
-        return asdict(self)
-
-
-class LoadedModel:
-    """A causal LM and its tokenizer, in eval mode on one device.
-
-    Attributes:
-        name: what the user asked for (or the embedded default's name).
-        source: ``"embedded"``, ``"hub"``, ``"local"`` or ``"gguf"``.
-        model: the transformers ``PreTrainedModel``.
-        tokenizer: the matching tokenizer.
-        device, dtype: where and in which precision the weights live.
-        cache_path: the converted-weights folder a GGUF model was read from, else ``None``.
-        converted: ``True`` when this load dequantized a GGUF file (no usable cache yet).
-    """
-
-    def __init__(
-        self,
-        name: str,
-        model: PreTrainedModel,
-        tokenizer: PreTrainedTokenizerBase,
-        *,
-        source: str,
-        cache_path: Path | None = None,
-        converted: bool = False,
-    ) -> None:
-        self.name = name
-        self.source = source
-        self.model = model
-        self.tokenizer = tokenizer
-        self.cache_path = cache_path
-        self.converted = converted
-        first = next(model.parameters())
-        self.device: torch.device = first.device
-        self.dtype: torch.dtype = first.dtype
-        # Checked once here, not per call: older architectures lack `logits_to_keep`.
-        self.supports_logits_to_keep = (
-            "logits_to_keep" in inspect.signature(model.forward).parameters
-        )
-        self._facts: ModelFacts | None = None
-        # token id -> its text: generation shows each step's token and alternatives, and
-        # decoding through the tokenizer every time was about half of a small model's step.
-        self._token_texts: dict[int, str] = {}
-
-    def __repr__(self) -> str:
-        return (f"LoadedModel(name={self.name!r}, source={self.source!r}, "
-                f"device={self.device}, dtype={_dtype_name(self.dtype)})")
-
-    @property
-    def vocab_size(self) -> int:
-        """Size of the logits' last axis (can exceed ``len(tokenizer)`` by padding rows)."""
-        model: Any = self.model  # transformers leaves this method untyped
-        head = model.get_output_embeddings()
-        if head is not None and hasattr(head, "weight"):
-            return int(head.weight.shape[0])
-        return int(self.model.config.get_text_config().vocab_size)
-
-    @property
-    def eos_token_ids(self) -> list[int]:
-        """Every token id that ends generation: the tokenizer's, the config's and the
-        generation config's end-of-sequence ids, deduplicated, in that order."""
-        found: list[int] = []
-        sources: list[Any] = [
-            self.tokenizer.eos_token_id,
-            getattr(self.model.generation_config, "eos_token_id", None),
-            getattr(self.model.config.get_text_config(), "eos_token_id", None),
-        ]
-        for value in sources:
-            for i in value if isinstance(value, (list, tuple)) else [value]:
-                if isinstance(i, int) and i not in found:
-                    found.append(i)
-        return found
-
-    @property
-    def has_chat_template(self) -> bool:
-        return bool(getattr(self.tokenizer, "chat_template", None))
-
-    @property
-    def facts(self) -> ModelFacts:
-        """Parameter count, vocabulary, sizes, special tokens, device and dtype."""
-        if self._facts is None:
-            cfg = self.model.config.get_text_config()
-            archs = getattr(self.model.config, "architectures", None) or [
-                type(self.model).__name__
-            ]
-            self._facts = ModelFacts(
-                name=self.name,
-                source=self.source,
-                architecture=str(archs[0]),
-                parameters=sum(p.numel() for p in self.model.parameters()),
-                vocab_size=self.vocab_size,
-                embedding_dim=int(_first_attr(cfg, "hidden_size", "n_embd", "d_model")),
-                heads=int(_first_attr(cfg, "num_attention_heads", "n_head")),
-                layers=int(_first_attr(cfg, "num_hidden_layers", "n_layer")),
-                context_length=int(
-                    _first_attr(cfg, "max_position_embeddings", "n_positions", "n_ctx")
-                ),
-                special_tokens=special_tokens(self.tokenizer),
-                device=str(self.device),
-                dtype=_dtype_name(self.dtype),
-                has_chat_template=self.has_chat_template,
-            )
-        return self._facts
-
-    def encode(self, text: str, *, chat: bool = False) -> list[int]:
-        """Token ids for ``text``, with the tokenizer's usual special tokens (a BOS where the
-        model expects one). ``chat=True`` wraps ``text`` as one user message in the model's
-        chat template and appends the assistant prompt."""
-        if not chat:
-            return list(self.tokenizer(text, add_special_tokens=True)["input_ids"])
-        if not self.has_chat_template:
-            raise ValueError(
-                f"model {self.name!r} has no chat template: drop --chat (chat=True) or use a "
-                "chat model such as the embedded default"
-            )
-        out: Any = self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True,
-            return_dict=True,
-        )
-        return [int(i) for i in out["input_ids"]]
-
-    def decode(self, ids: Sequence[int]) -> str:
-        """Text for ``ids`` exactly as tokenized: special tokens kept, no space clean-up."""
-        return str(self.tokenizer.decode(
-            list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False
-        ))
-
-    def token_text(self, token_id: int) -> str:
-        """The text of one token, e.g. ``" mat"`` (leading space included); cached."""
-        text = self._token_texts.get(token_id)
-        if text is None:
-            text = self._token_texts[token_id] = self.decode([token_id])
-        return text
-
-
-def special_tokens(tokenizer: PreTrainedTokenizerBase) -> dict[str, str]:
-    """The tokenizer's named special tokens, e.g. ``{"bos_token": "<s>", "eos_token": "</s>"}``."""
-    names = ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token",
-             "mask_token")
-    found: dict[str, str] = {}
-    for name in names:
-        value = getattr(tokenizer, name, None)
-        if value:
-            found[name] = str(value)
-    return found
 
 
 def default_device() -> torch.device:
@@ -301,43 +133,58 @@ def load_model(
     *,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
-) -> LoadedModel:
-    """Load a causal LM and its tokenizer, ready for inference.
+    engine: str = "auto",
+) -> Backend:
+    """Load a causal LM and its tokenizer, ready for inference, on one engine.
 
     Args:
         name_or_path: ``None`` (or ``"SmolLM2-135M-Instruct"``) for the embedded default; a
             local model folder; a ``.gguf`` file; or a Hugging Face hub name such as ``"gpt2"``.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``; ``None``/``"auto"`` picks CUDA,
             then MPS, then CPU.
-        dtype: ``"float32"`` (default), ``"bfloat16"``, ``"float16"`` or a ``torch.dtype``.
+        dtype: ``"float32"`` (default), ``"bfloat16"``, ``"float16"`` or a ``torch.dtype``
+            (torch engine only: llama.cpp runs the GGUF file's own types).
+        engine: ``"torch"`` (transformers), ``"llama.cpp"`` (GGUF files as they are, through
+            llama-cpp-python) or ``"auto"``: llama.cpp for a ``.gguf`` file or the embedded
+            model when llama-cpp-python is installed and nothing asks for torch (a ``dtype``,
+            or a GPU that this llama.cpp build cannot use), torch otherwise.
 
     Returns:
-        A :class:`LoadedModel` in eval mode on ``device``.
+        A :class:`~tempscope.engine.backend.Backend`: a :class:`LoadedModel` (torch) or a
+        :class:`~tempscope.engine.llamacpp.LlamaCppModel`; ``.engine`` says which.
 
     Raises:
-        ModelLoadError: the model cannot be found, reached or read; the message names it,
-            says why, and how to use a local path or the embedded default.
-        ValueError: an unknown device or dtype.
+        ModelLoadError: the model cannot be found, reached or read, or the engine asked for is
+            not installed; the message says why and what to do.
+        ValueError: an unknown device, dtype or engine, or one the engine cannot use.
     """
-    dev = resolve_device(device)
-    dt = resolve_dtype(dtype, dev)
+    choice = _check_engine(engine)
     name = None if name_or_path is None else os.fspath(name_or_path)
     if name is not None and not name.strip():
         raise ModelLoadError(f"empty model name: {_HOW_TO}")
-    if name is None or name.strip().lower() in (EMBEDDED_NAME.lower(), "embedded", "default"):
-        return _load_gguf(embedded_gguf_path(), EMBEDDED_NAME, "embedded", dev, dt)
+    gguf = _find_gguf(name)
+    if gguf is not None:
+        path, shown, source = gguf
+        if _pick_engine(choice, device, dtype) == "llama.cpp":
+            from tempscope.engine.llamacpp import LlamaCppModel
 
+            return LlamaCppModel(path, shown, source=source, gpu=_wants_gpu(device))
+        dev = resolve_device(device)
+        return _load_gguf(path, shown, source, dev, resolve_dtype(dtype, dev))
+    assert name is not None
+    if choice == "llama.cpp":
+        raise ModelLoadError(
+            f"the llama.cpp engine reads .gguf files, and {name!r} is not one (a hub name or a "
+            "transformers folder): use --engine torch (engine='torch'), or pass a .gguf file")
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
     path = Path(name).expanduser()
     if path.is_file():
-        if path.suffix.lower() != ".gguf":
-            raise ModelLoadError(f"model file {name!r} is not a .gguf file: pass a .gguf file "
-                                 "or a model folder (with config.json)")
-        return _load_gguf(path, name, "gguf", dev, dt)
+        raise ModelLoadError(f"model file {name!r} is not a .gguf file: pass a .gguf file "
+                             "or a model folder (with config.json)")
     if path.is_dir():
         if not (path / "config.json").is_file():
             ggufs = sorted(path.glob("*.gguf"))
-            if len(ggufs) == 1:
-                return _load_gguf(ggufs[0], name, "gguf", dev, dt)
             raise ModelLoadError(
                 f"model folder {name!r} has no config.json"
                 + (f" and {len(ggufs)} .gguf files: pass one of them" if ggufs else "")
@@ -347,6 +194,64 @@ def load_model(
     if _looks_like_path(name):
         raise ModelLoadError(f"model {name!r} not found: no such file or folder; {_HOW_TO}")
     return _load_hub(name, dev, dt)
+
+
+def _check_engine(engine: str) -> str:
+    key = str(engine).strip().lower().replace("_", ".")
+    key = {"llamacpp": "llama.cpp", "llama": "llama.cpp", "transformers": "torch"}.get(key, key)
+    if key not in ENGINE_CHOICES:
+        raise ValueError(f"unknown engine {engine!r}: use {', '.join(ENGINE_CHOICES)}")
+    return key
+
+
+def _find_gguf(name: str | None) -> tuple[Path, str, str] | None:
+    """``(file, name to show, source)`` when ``name`` means a GGUF file: the embedded model, a
+    ``.gguf`` file, or a folder holding exactly one and no ``config.json``."""
+    if name is None or name.strip().lower() in (EMBEDDED_NAME.lower(), "embedded", "default"):
+        return embedded_gguf_path(), EMBEDDED_NAME, "embedded"
+    path = Path(name).expanduser()
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        return path, name, "gguf"
+    if path.is_dir() and not (path / "config.json").is_file():
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) == 1:
+            return ggufs[0], name, "gguf"
+    return None
+
+
+def _wants_gpu(device: str | torch.device | None) -> bool:
+    if device is None or str(device).strip().lower() == "auto":
+        return torch.cuda.is_available()
+    return str(device).strip().lower().startswith("cuda")
+
+
+def _pick_engine(choice: str, device: str | torch.device | None,
+                 dtype: str | torch.dtype | None) -> str:
+    """The engine for a GGUF file: see :func:`load_model`'s ``engine``."""
+    from tempscope.engine import llamacpp
+
+    if choice == "torch":
+        return "torch"
+    asked_device = device is not None and str(device).strip().lower() not in ("auto", "cpu")
+    if choice == "llama.cpp":
+        if not llamacpp.available():
+            raise ModelLoadError(
+                f"--engine llama.cpp needs llama-cpp-python, which is not installed: "
+                f"{llamacpp.INSTALL_HINT}")
+        if dtype is not None:
+            raise ValueError("--dtype is for the torch engine; llama.cpp runs the GGUF file's "
+                             "own types: drop --dtype or use --engine torch")
+        if asked_device and not (_wants_gpu(device) and llamacpp.gpu_offload()):
+            raise ValueError(f"this llama.cpp build cannot run on device {str(device)!r}: "
+                             "use --device cpu, or --engine torch")
+        return "llama.cpp"
+    if not llamacpp.available() or dtype is not None:
+        return "torch"
+    if _wants_gpu(device) and not llamacpp.gpu_offload():
+        return "torch"  # a GPU is there (or asked for) and this llama.cpp cannot use it
+    if asked_device and not _wants_gpu(device):
+        return "torch"  # e.g. mps
+    return "llama.cpp"
 
 
 def _looks_like_path(name: str) -> bool:
@@ -446,15 +351,3 @@ def _load_gguf(
     model, tokenizer, entry, converted = load_gguf(gguf, device=dev, dtype=dt)
     return LoadedModel(name, model, tokenizer, source=source, cache_path=entry,
                        converted=converted)
-
-
-def _first_attr(cfg: Any, *names: str) -> Any:
-    for n in names:
-        value = getattr(cfg, n, None)
-        if value is not None:
-            return value
-    return 0
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")

@@ -12,7 +12,6 @@ the full distribution, a top-N table, entropy, effective vocabulary, and one see
 
 from __future__ import annotations
 
-import functools
 import math
 import random
 from collections.abc import Sequence
@@ -26,7 +25,7 @@ from tempscope.distribution import check_temperature, entropy, softmax
 if TYPE_CHECKING:
     import torch
 
-    from tempscope.models import LoadedModel
+    from tempscope.engine.backend import Backend
     from tempscope.sampling.params import SamplingParams
 
 DEFAULT_TEMPERATURES: tuple[float, ...] = (0.1, 0.5, 1.0, 5.0, 10.0, 100.0)  # the seed's list
@@ -56,34 +55,12 @@ def visible(text: str) -> str:
     return "".join(out)
 
 
-def token_display(model: LoadedModel, token_id: int, text: str) -> str:
+def token_display(model: Backend, token_id: int, text: str) -> str:
     """How to show one token: :func:`visible` text, or, for a token holding only part of a
     UTF-8 character (it decodes to ``�``), its bytes, e.g. ``\\xe2\\x80``."""
     if "\ufffd" not in text:
         return visible(text)
-    piece = model.tokenizer.convert_ids_to_tokens(token_id)
-    if not isinstance(piece, str):
-        return visible(text)
-    table = _byte_level_decoder()
-    if all(ch in table for ch in piece):  # a GPT-2 style byte-level token
-        raw = bytes(table[ch] for ch in piece)
-        return visible(raw.decode("utf-8", errors="backslashreplace"))
-    return visible(piece)  # e.g. SentencePiece's byte token "<0xE2>"
-
-
-@functools.cache
-def _byte_level_decoder() -> dict[str, int]:
-    """GPT-2's byte-to-unicode table, inverted: each printable stand-in character -> its byte."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
-                 *range(ord("®"), ord("ÿ") + 1)]
-    chars = list(printable)
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            chars.append(256 + extra)
-            extra += 1
-    return {chr(c): b for b, c in zip(printable, chars, strict=True)}
+    return visible(model.token_bytes(token_id).decode("utf-8", errors="backslashreplace"))
 
 
 @dataclass(frozen=True)
@@ -170,7 +147,7 @@ class NextTokenResult:
         }
 
 
-def last_logits(model: LoadedModel, prompt_ids: Sequence[int]) -> torch.Tensor:
+def last_logits(model: Backend, prompt_ids: Sequence[int]) -> torch.Tensor:
     """Raw logits for the token after ``prompt_ids``: one forward pass, last position only.
 
     Args:
@@ -180,27 +157,17 @@ def last_logits(model: LoadedModel, prompt_ids: Sequence[int]) -> torch.Tensor:
     Returns:
         ``(V,)`` float32 tensor on the CPU, ``V = model.vocab_size``.
     """
-    import torch
-
     if len(prompt_ids) == 0:
         raise ValueError("the prompt has no tokens: give some text")
     limit = model.facts.context_length
     if limit and len(prompt_ids) > limit:
         raise ValueError(f"the prompt has {len(prompt_ids)} tokens but {model.name} reads at "
                          f"most {limit}: shorten it")
-    ids = torch.tensor([list(prompt_ids)], dtype=torch.long, device=model.device)  # (1, T)
-    kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
-                              "use_cache": False}
-    if model.supports_logits_to_keep:
-        kwargs["logits_to_keep"] = 1  # the LM head runs on the last position only
-    with torch.inference_mode():
-        out = model.model(**kwargs)
-    logits: torch.Tensor = out.logits[0, -1]  # (V,)
-    return logits.float().cpu()
+    return model.last_logits(prompt_ids)
 
 
 def next_token(
-    model: LoadedModel,
+    model: Backend,
     prompt: str,
     temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
     *,
@@ -257,7 +224,7 @@ def next_token(
 
 
 def _with_samplers(
-    model: LoadedModel, raw: torch.Tensor, logits: np.ndarray, raw_probs: np.ndarray,
+    model: Backend, raw: torch.Tensor, logits: np.ndarray, raw_probs: np.ndarray,
     params: SamplingParams, t: float, top: int, u: float,
 ) -> TemperatureResult:
     """One temperature with the sampler chain: processed distribution, raw one beside it."""
@@ -278,7 +245,7 @@ def _with_samplers(
 
 
 def _at_temperature(
-    model: LoadedModel, logits: np.ndarray, t: float, top: int, u: float, *,
+    model: Backend, logits: np.ndarray, t: float, top: int, u: float, *,
     probs: np.ndarray | None = None, raw_probs: np.ndarray | None = None,
     greedy: bool | None = None,
 ) -> TemperatureResult:

@@ -44,8 +44,8 @@ from tempscope.errors import TempscopeError
 if TYPE_CHECKING:
     import pandas as pd
 
+    from tempscope.engine.backend import Backend
     from tempscope.generation import RowResult
-    from tempscope.models import LoadedModel
     from tempscope.remote import RemoteClient
     from tempscope.sampling import SamplingParams
 
@@ -142,7 +142,7 @@ def _prompt_lines(lines: Iterable[str]) -> list[str]:
 
 
 def sweep(
-    model: LoadedModel | RemoteClient | str | None,
+    model: Backend | RemoteClient | str | None,
     prompts: str | Sequence[str] | None = None,
     temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
     *,
@@ -151,7 +151,7 @@ def sweep(
     max_new_tokens: int = 48,
     seed: int = 0,
     out: str | os.PathLike[str] | None = None,
-    judge: LoadedModel | str | None = None,
+    judge: Backend | str | None = None,
     chat: bool = False,
     batch_rows: int = 64,
     progress: Callable[[SweepProgress], None] | None = None,
@@ -202,7 +202,7 @@ def sweep(
     if remote is not None and chat:
         raise ValueError("chat=True is not supported with a remote endpoint: put the chat "
                          "template into the prompts yourself, or run locally")
-    lm: LoadedModel | None = None
+    lm: Backend | None = None
     if remote is None:
         lm = model if model is not None and not isinstance(model, (str, RemoteClient)) \
             else load_model(model if isinstance(model, str) else None)
@@ -285,7 +285,7 @@ def _remote_name(client: RemoteClient | None) -> str:
 def _remote_batch(client: RemoteClient, prompts: Sequence[str],
                   grid: Mapping[tuple[str, float], SamplingParams], n: int, seed: int,
                   rows: Sequence[tuple[CellKey, int]], specs: Sequence[Any],
-                  run_dir: Path | None, judge: LoadedModel | None) -> list[Record]:
+                  run_dir: Path | None, judge: Backend | None) -> list[Record]:
     """Run one batch's rows on the server; append each cell as soon as it is complete."""
     import threading
 
@@ -337,7 +337,7 @@ def _check_grid(prompts: Sequence[str], temperatures: Sequence[float], n: int,
             raise ValueError(f"{what} must be a whole number >= 1, got {value!r}")
 
 
-def _encode(model: LoadedModel, prompt: str, chat: bool) -> list[int]:
+def _encode(model: Backend, prompt: str, chat: bool) -> list[int]:
     ids = model.encode(prompt, chat=chat)
     if not ids:
         raise ValueError(f"prompt {prompt!r} encodes to no tokens: give a longer prompt")
@@ -403,7 +403,7 @@ def _records(prompts: Sequence[str], grid: Mapping[tuple[str, float], SamplingPa
     return out
 
 
-def _judge(judge: LoadedModel, records: list[Record]) -> None:
+def _judge(judge: Backend, records: list[Record]) -> None:
     """Add ``judge`` (the judge's log-likelihood of the sample) to every record, in place."""
     from tempscope.metrics import score_texts
 

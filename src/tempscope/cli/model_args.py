@@ -1,5 +1,5 @@
 """Model options every command that loads a model shares: ``-m/--model``, ``--device``,
-``--dtype``, and loading with a one-line notice instead of progress bars."""
+``--dtype``, ``--engine``, and loading with a one-line notice instead of progress bars."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tempscope.models import LoadedModel
+    from tempscope.engine.backend import Backend
 
 
 def add_model_arguments(p: argparse.ArgumentParser, *, positional: bool = False) -> None:
@@ -22,10 +22,14 @@ def add_model_arguments(p: argparse.ArgumentParser, *, positional: bool = False)
     p.add_argument("--device", default=None,
                    help="cpu, cuda, cuda:N or mps; default: CUDA, else MPS, else CPU")
     p.add_argument("--dtype", default=None,
-                   help="float32 (default), bfloat16 or float16")
+                   help="float32 (default), bfloat16 or float16 (torch engine)")
+    p.add_argument("--engine", default="auto", choices=["auto", "torch", "llama.cpp"],
+                   help="llama.cpp: GGUF files as they are (fast, small); torch: transformers "
+                   "(any model, CUDA/MPS); auto (default): llama.cpp for .gguf files and the "
+                   "embedded model when llama-cpp-python is installed, else torch")
 
 
-def load_from_args(args: argparse.Namespace) -> LoadedModel:
+def load_from_args(args: argparse.Namespace) -> Backend:
     """Load the model the arguments name; library log lines go to stderr, progress bars off."""
     positional = getattr(args, "model_pos", None)
     if positional is not None and args.model is not None and positional != args.model:
@@ -33,7 +37,8 @@ def load_from_args(args: argparse.Namespace) -> LoadedModel:
     quiet_loading()
     from tempscope.models import load_model
 
-    return load_model(positional or args.model, device=args.device, dtype=args.dtype)
+    return load_model(positional or args.model, device=args.device, dtype=args.dtype,
+                      engine=args.engine)
 
 
 def quiet_loading() -> None:

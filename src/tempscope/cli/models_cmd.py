@@ -112,14 +112,14 @@ def run_info(args: argparse.Namespace) -> int:
                           "cache_path": str(model.cache_path) if model.cache_path else None},
                          indent=2, ensure_ascii=False))
         return 0
-    tok = model.tokenizer
     special = ", ".join(
-        f"{k.removesuffix('_token')} {v!r} ({tok.convert_tokens_to_ids(v)})"
+        f"{k.removesuffix('_token')} {v!r} ({facts.special_token_ids.get(k, '?')})"
         for k, v in facts.special_tokens.items()
     )
     rows = [
         ["name", facts.name],
         ["source", facts.source],
+        ["engine", facts.engine],
         ["architecture", facts.architecture],
         ["parameters", f"{facts.parameters:,} ({facts.parameters / 1e6:.1f}M)"],
         ["vocabulary", f"{facts.vocab_size:,} tokens"],

@@ -7,6 +7,8 @@ import ipaddress
 import os
 import sys
 
+from tempscope.cli.model_args import add_model_arguments, load_from_args
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
@@ -16,8 +18,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "(OpenAI shapes, any sampler), /v1/distribution, and a playground page at /. "
         "Example: tempscope serve --port 8000, then open http://127.0.0.1:8000",
     )
-    p.add_argument("-m", "--model", default=None,
-                   help="model name, folder or .gguf file (default: the embedded SmolLM2)")
+    add_model_arguments(p)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
@@ -26,8 +27,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    "(default: $TEMPSCOPE_API_KEY, else no key)")
     p.add_argument("--served-model-name", default=None,
                    help="the model id clients send and /v1/models lists")
-    p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best found)")
-    p.add_argument("--dtype", default=None, help="float32 (default), bfloat16 or float16")
     p.add_argument("--max-tokens", type=int, default=None,
                    help="cap on max_tokens per request (default 1024)")
     p.add_argument("--log-level", default="info",
@@ -46,10 +45,9 @@ def run(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from tempscope.models import load_model
     from tempscope.server import ServerLimits, create_app
 
-    model = load_model(args.model, device=args.device, dtype=args.dtype)
+    model = load_from_args(args)
     limits = ServerLimits() if args.max_tokens is None else ServerLimits(
         max_tokens=args.max_tokens)
     app = create_app(model, api_key=args.api_key, limits=limits, name=args.served_model_name)

@@ -63,6 +63,10 @@ def run(args: argparse.Namespace) -> int:
         _print_distribution(dist)
 
     model = load_from_args(args)
+    facts = model.facts
+    print()
+    print(f"model: {facts.name} on the {model.engine} engine ({facts.device}, {facts.dtype}, "
+          f"{facts.parameters / 1e6:.0f}M parameters; --engine torch|llama.cpp to switch)")
     from tempscope.cli.generate_cmd import print_samples, print_trace
     from tempscope.cli.next_cmd import _print_result
     from tempscope.generation import generate

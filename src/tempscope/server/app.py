@@ -25,19 +25,19 @@ from tempscope.server.responses import ModelCard, ModelList
 from tempscope.server.state import ServerState, get_state
 
 if TYPE_CHECKING:
-    from tempscope.models import LoadedModel
+    from tempscope.engine.backend import Backend
 
 STATIC = Path(__file__).resolve().parent / "static"
 
 
-def served_name(model: LoadedModel) -> str:
+def served_name(model: Backend) -> str:
     """The id /v1/models lists: a local folder or file by its last path part, else the name."""
     if getattr(model, "source", None) in ("local", "gguf"):
         return PurePath(model.name).name or model.name
     return model.name
 
 
-def create_app(model: LoadedModel, *, api_key: str | None = None,
+def create_app(model: Backend, *, api_key: str | None = None,
                limits: ServerLimits | None = None, name: str | None = None) -> FastAPI:
     """Build the server for one loaded model.
 
@@ -78,15 +78,17 @@ def create_app(model: LoadedModel, *, api_key: str | None = None,
 
     @app.get("/health")
     async def health(request: Request) -> dict[str, Any]:
-        """Liveness: the model's name and the batcher's counters."""
+        """Liveness: the model's name, the engine running it and the batcher's counters."""
         st = get_state(request)
-        return {"status": "ok", "model": st.name, "batcher": st.batcher.stats()}
+        return {"status": "ok", "model": st.name, "engine": st.model.engine,
+                "batcher": st.batcher.stats()}
 
     @app.get("/v1/models", dependencies=auth)
     async def models(request: Request) -> ModelList:
         """The one model this server serves (the id ``default`` also reaches it)."""
         st = get_state(request)
-        return ModelList(data=[ModelCard(id=st.name, created=int(time.time()))])
+        return ModelList(data=[ModelCard(id=st.name, created=int(time.time()),
+                                         engine=st.model.engine)])
 
     @app.get("/v1/info", dependencies=auth)
     async def info(request: Request) -> dict[str, Any]:

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from tempscope.engine.backend import Backend
     from tempscope.generation import RowResult, RowSpec, StepEvent
-    from tempscope.models import LoadedModel
 
 GenerateRows = Callable[..., "list[RowResult]"]
 
@@ -81,7 +81,7 @@ class Batcher:
         generate_rows: the engine loop (a stand-in can be given in tests).
     """
 
-    def __init__(self, model: LoadedModel, *, window_s: float = 0.005, max_rows: int = 64,
+    def __init__(self, model: Backend, *, window_s: float = 0.005, max_rows: int = 64,
                  max_queued_rows: int = 1024, generate_rows: GenerateRows | None = None) -> None:
         if generate_rows is None:
             from tempscope.generation import generate_rows as engine

@@ -20,8 +20,8 @@ from tempscope.server.responses import (
 from tempscope.server.schemas import ChatMessage, SamplerFields
 
 if TYPE_CHECKING:
+    from tempscope.engine.backend import Backend
     from tempscope.generation import Alternative, StepEvent
-    from tempscope.models import LoadedModel
     from tempscope.sampling import SamplingParams
 
 # What the OpenAI API reports for a token of probability 0 (JSON has no -inf).
@@ -96,7 +96,7 @@ def _logit_bias(bias: dict[str, float], vocab_size: int) -> dict[int, float]:
     return out
 
 
-def prompt_ids(model: LoadedModel, prompt: str | list[int], *, param: str = "prompt"
+def prompt_ids(model: Backend, prompt: str | list[int], *, param: str = "prompt"
                ) -> list[int]:
     """Token ids of one prompt (text or ids); an empty prompt starts from BOS when there is one."""
     if isinstance(prompt, str):
@@ -108,7 +108,7 @@ def prompt_ids(model: LoadedModel, prompt: str | list[int], *, param: str = "pro
             raise APIError(400, f"token id {bad[0]} is outside the vocabulary "
                            f"(0..{model.vocab_size - 1})", param=param, code="invalid_value")
     if not ids:
-        bos = getattr(model.tokenizer, "bos_token_id", None)
+        bos = model.bos_token_id
         if bos is None:
             raise APIError(400, "the prompt is empty and the model has no BOS token to start "
                            "from; send at least one token of text", param=param)
@@ -129,25 +129,22 @@ def completion_prompts(prompt: str | list[str] | list[int] | list[list[int]]
     return list(prompt)  # type: ignore[arg-type]
 
 
-def chat_ids(model: LoadedModel, messages: Sequence[ChatMessage]) -> list[int]:
+def chat_ids(model: Backend, messages: Sequence[ChatMessage]) -> list[int]:
     """Token ids of a conversation with the generation prompt: the model's chat template when
     it has one, else a plain ``role: text`` transcript ending in ``assistant:``."""
     convo = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
              for m in messages]
-    tok = model.tokenizer
-    if getattr(tok, "chat_template", None):
+    if model.has_chat_template:
         try:
-            text = tok.apply_chat_template(convo, tokenize=False, add_generation_prompt=True)
-        except Exception as exc:  # jinja raises its own errors for conversations it rejects
-            raise APIError(400, f"the model's chat template rejected these messages: {exc}",
-                           param="messages") from None
-        ids: list[int] = list(tok.encode(str(text), add_special_tokens=False))
+            ids = model.encode_chat(convo)
+        except ValueError as exc:
+            raise APIError(400, str(exc), param="messages") from None
         return ids or prompt_ids(model, "")
     transcript = "".join(f"{m['role']}: {m['content']}\n" for m in convo) + "assistant:"
     return prompt_ids(model, transcript)
 
 
-def check_lengths(model: LoadedModel, limits: ServerLimits, ids: Sequence[int],
+def check_lengths(model: Backend, limits: ServerLimits, ids: Sequence[int],
                   max_tokens: int) -> None:
     """400 when the prompt or prompt + max_tokens does not fit the caps and the context."""
     context = model.facts.context_length

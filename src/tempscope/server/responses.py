@@ -113,6 +113,7 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "tempscope"
+    engine: str = "torch"  # which engine runs the model: "torch" or "llama.cpp"
 
 
 class ModelList(BaseModel):

@@ -16,15 +16,15 @@ from tempscope.server.errors import APIError
 from tempscope.server.limits import ServerLimits
 
 if TYPE_CHECKING:
+    from tempscope.engine.backend import Backend
     from tempscope.generation import RowSpec
-    from tempscope.models import LoadedModel
 
 DEFAULT_ALIAS = "default"  # a model name that always means the served model
 
 
 @dataclass
 class ServerState:
-    model: LoadedModel
+    model: Backend
     name: str  # the model id /v1/models lists
     limits: ServerLimits
     batcher: Batcher

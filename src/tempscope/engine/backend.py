@@ -1,0 +1,140 @@
+"""The one door to a model: the :class:`Backend` protocol every engine implements.
+
+Everything above ``engine/`` (generation, next-token views, metrics, studies, the server)
+reaches a model only through these methods; nothing there touches a transformers model, a torch
+KV cache or a llama.cpp context. An engine is one module implementing :class:`Backend` and
+:class:`Session`, plus one line in :func:`tempscope.models.load_model`.
+
+Logits cross the door as float32 torch tensors on :attr:`Backend.device` (the sampler chain
+runs there): ``(V,)`` for one prompt, ``(rows, V)`` for a decoding session.
+
+A decoding session, the shape of every generation loop::
+
+    session = backend.open_session([ids_a, ids_b])   # prefill: logits (2, V)
+    logits = session.logits
+    logits = session.step(tokens)                     # one token per live row -> (rows, V)
+    session.keep([1])                                 # row 0 finished: it leaves the batch
+    logits = session.step(tokens[1:])                 # (1, V)
+    session.close()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import torch
+
+EngineName = Literal["torch", "llama.cpp"]
+ENGINE_CHOICES: tuple[str, ...] = ("auto", "torch", "llama.cpp")
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What a user wants to know about a loaded model (the seed lists these for GPT-2)."""
+
+    name: str
+    source: str  # "embedded" | "hub" | "local" | "gguf"
+    architecture: str  # e.g. "LlamaForCausalLM" (torch) or "llama" (llama.cpp)
+    parameters: int  # distinct parameters (tied embeddings counted once)
+    vocab_size: int  # size of the logits' last axis
+    embedding_dim: int  # width of the residual stream
+    heads: int  # attention heads per layer
+    layers: int  # transformer blocks
+    context_length: int  # longest sequence the position scheme was trained for
+    special_tokens: dict[str, str] = field(default_factory=dict)  # e.g. {"eos_token": "<|im_end|>"}
+    special_token_ids: dict[str, int] = field(default_factory=dict)  # e.g. {"eos_token": 2}
+    device: str = "cpu"
+    dtype: str = "float32"  # of the weights as they run (a GGUF type name on llama.cpp)
+    has_chat_template: bool = False
+    engine: str = "torch"  # which engine runs the model: "torch" or "llama.cpp"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready copy of every field."""
+        return asdict(self)
+
+
+class Session(Protocol):
+    """A batch of rows decoding together, one backend call per step for all live rows."""
+
+    @property
+    def logits(self) -> torch.Tensor:
+        """``(rows, V)`` float32: the next-token logits of every live row, latest step."""
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Append one token per live row (``(rows,)`` int64) and return the new
+        ``(rows, V)`` logits."""
+
+    def keep(self, rows: Sequence[int]) -> None:
+        """Keep only the live rows at these positions (ascending); the others' memory is
+        freed. The next :meth:`step` takes one token per kept row."""
+
+    def close(self) -> None:
+        """Free every row (idempotent)."""
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A loaded causal LM behind one interface; see the module docstring."""
+
+    name: str  # what the user asked for (or the embedded default's name)
+    source: str  # "embedded" | "hub" | "local" | "gguf"
+    engine: EngineName
+    cache_path: Path | None  # converted weights a GGUF was read from (torch only)
+    max_rows: int | None  # most rows one session decodes; None = no limit
+
+    @property
+    def device(self) -> torch.device:
+        """Where logits come out, and where the sampler chain runs."""
+
+    @property
+    def facts(self) -> ModelFacts: ...
+
+    @property
+    def vocab_size(self) -> int:
+        """Size of the logits' last axis."""
+
+    @property
+    def eos_token_ids(self) -> list[int]:
+        """Every token id that ends generation."""
+
+    @property
+    def bos_token_id(self) -> int | None: ...
+
+    @property
+    def has_chat_template(self) -> bool: ...
+
+    def encode(self, text: str, *, chat: bool = False) -> list[int]:
+        """Token ids of ``text`` (a BOS where the model expects one); ``chat=True`` wraps it
+        as one user message in the chat template, with the assistant prompt after it."""
+
+    def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        """Token ids of a conversation (``[{"role", "content"}, ...]``) through the chat
+        template, with the generation prompt. Raises ``ValueError`` when the template
+        rejects it or the model has none."""
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of ``ids`` exactly as tokenized: special tokens kept, no clean-up."""
+
+    def token_text(self, token_id: int) -> str:
+        """The text of one token alone, e.g. ``" mat"``."""
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The raw bytes one token stands for (a token may hold part of a UTF-8 character)."""
+
+    def last_logits(self, prompt_ids: Sequence[int]) -> torch.Tensor:
+        """``(V,)`` float32 logits of the token after ``prompt_ids``: one forward pass."""
+
+    def sequence_logprobs(self, sequences: Sequence[Sequence[int]],
+                          starts: Sequence[int]) -> list[list[float]]:
+        """For each sequence, ``log p(ids[i] | ids[:i])`` at T = 1 for ``i`` in
+        ``starts[k] .. len(ids) - 1`` (``starts[k] >= 1``)."""
+
+    def open_session(self, prompts: Sequence[Sequence[int]], *, budget: int = 0) -> Session:
+        """Prefill ``prompts`` (each at least one token) as the rows of a decoding session in
+        which each row will add at most ``budget`` tokens (an engine may size its cache by
+        it). At most one session is open per model at a time."""

@@ -1,0 +1,440 @@
+"""The llama.cpp engine: a GGUF file as it is (no dequantization, no cache to build), through
+llama-cpp-python's low-level API, behind :class:`~tempscope.engine.backend.Backend`.
+
+- Every live row of a decoding session is its own llama.cpp sequence (its own KV cells, freed
+  when the row leaves) and all rows decode in ONE ``llama_decode`` per step. Rows sharing a
+  prompt share its KV cells (``llama_memory_seq_cp`` in a unified cache): the prompt is
+  prefilled once.
+- llama.cpp only computes logits here: the full ``(rows, V)`` logits go through tempscope's own
+  sampler chain, so samplers, their order, seeds and step events are those of the torch engine.
+- A ``llama_context`` is not thread-safe: one thread (``tempscope-llama``) owns it and runs
+  every call on it, whichever thread asks (the server's batcher, its distribution route).
+- The context grows on demand: a session is opened with the cells it will need (prompt +
+  budget per row, shared prompts counted once) and a bigger context is made when it does not
+  fit. Sequence id 0 is kept for one-off calls (next-token logits, scoring).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+
+from tempscope.engine.backend import EngineName, ModelFacts
+from tempscope.errors import ModelLoadError
+
+T = TypeVar("T")
+
+INSTALL_HINT = ("install it with `pip install 'tempscope[llama]'` (llama-cpp-python compiles "
+                "from source, ~10 minutes once), or use --engine torch")
+MAX_ROWS = 64  # sequences decoded together; longer row lists run in chunks of this many
+MIN_CELLS = 2048  # smallest KV cache (tokens over all rows)
+SCRATCH = 0  # the sequence id of one-off calls; rows use 1..MAX_ROWS
+N_BATCH = 2048  # most tokens one llama_decode call takes
+
+
+def available() -> bool:
+    """True when llama-cpp-python can be imported."""
+    import importlib.util
+
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def gpu_offload() -> bool:
+    """True when the installed llama.cpp was built with GPU support."""
+    import llama_cpp
+
+    return bool(llama_cpp.llama_supports_gpu_offload())
+
+
+def default_threads() -> int:
+    """``$TEMPSCOPE_THREADS``, else every core this process may use (llama-cpp-python's own
+    default is half of them)."""
+    value = os.environ.get("TEMPSCOPE_THREADS")
+    if value:
+        try:
+            n = int(value)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise ValueError(f"TEMPSCOPE_THREADS must be a whole number >= 1, got {value!r}")
+        return n
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+               else (os.cpu_count() or 1))
+
+
+class LlamaCppModel:
+    """A GGUF model on llama.cpp. Build it with :func:`tempscope.load_model` (``engine=
+    "llama.cpp"``), or directly from a path.
+
+    Args:
+        path: the ``.gguf`` file.
+        name: what the user asked for.
+        source: ``"embedded"`` or ``"gguf"``.
+        n_threads: CPU threads for decoding (default :func:`default_threads`).
+        gpu: offload every layer to the GPU when llama.cpp was built with GPU support.
+    """
+
+    engine: EngineName = "llama.cpp"
+    cache_path: Path | None = None  # nothing is converted
+    max_rows: int | None = MAX_ROWS
+
+    def __init__(self, path: Path, name: str, *, source: str = "gguf",
+                 n_threads: int | None = None, gpu: bool = False) -> None:
+        try:
+            import llama_cpp
+            from llama_cpp import _internals
+        except ImportError as exc:
+            raise ModelLoadError(f"the llama.cpp engine needs llama-cpp-python: {INSTALL_HINT}"
+                                 ) from exc
+        # llama.cpp's own log lines (some at level NONE, which llama-cpp-python shows even
+        # when not verbose) stay off: every failure reaches the user as a tempscope error.
+        logging.getLogger("llama-cpp-python").setLevel(logging.CRITICAL + 1)
+        self._lib: Any = llama_cpp
+        self._internals: Any = _internals
+        self.name = name
+        self.source = source
+        self.path = Path(path)
+        self.n_threads = n_threads or default_threads()
+        self._owner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tempscope-llama")
+        self._owner_thread: threading.Thread | None = None
+        self._session_open = False
+        params = llama_cpp.llama_model_default_params()
+        params.n_gpu_layers = -1 if gpu and llama_cpp.llama_supports_gpu_offload() else 0
+        self._gpu = params.n_gpu_layers != 0
+        try:
+            self._model: Any = self._call(lambda: _internals.LlamaModel(
+                path_model=str(self.path), params=params, verbose=False))
+        except ValueError as exc:
+            raise ModelLoadError(
+                f"llama.cpp could not load {str(path)!r}: {exc} (is it a complete GGUF file "
+                "of an architecture this llama.cpp supports? try --engine torch)") from None
+        self._vocab = self._model.vocab
+        self._n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
+        self._ctx: Any = None
+        self._cells = 0
+        self._meta: dict[str, str] = self._model.metadata()
+        self._token_texts: dict[int, str] = {}
+        self._pieces: dict[int, bytes] = {}
+        self._facts: ModelFacts | None = None
+        self._eos: list[int] | None = None
+        self._chat: Any = None
+
+    def __repr__(self) -> str:
+        return (f"LlamaCppModel(name={self.name!r}, source={self.source!r}, "
+                f"engine='llama.cpp', threads={self.n_threads}, dtype={self._file_type()})")
+
+    # ------------------------------------------------------------------- the owning thread
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on the thread that owns the llama.cpp context."""
+        if threading.current_thread() is self._owner_thread:
+            return fn()
+
+        def run() -> T:
+            self._owner_thread = threading.current_thread()
+            return fn()
+
+        return self._owner.submit(run).result()
+
+    def _context(self, cells: int) -> Any:
+        """The context, made (again) with at least ``cells`` KV cells; owner thread only."""
+        if self._ctx is not None and self._cells >= cells:
+            return self._ctx
+        train = self._model.n_ctx_train()
+        want = max(MIN_CELLS, 1 << (max(cells, 1) - 1).bit_length())
+        params = self._lib.llama_context_default_params()
+        params.n_ctx = want
+        params.n_batch = N_BATCH
+        params.n_ubatch = min(512, N_BATCH)
+        params.n_seq_max = MAX_ROWS + 1
+        params.kv_unified = True  # one pool of cells shared by all rows: shared prompts
+        params.n_threads = params.n_threads_batch = self.n_threads
+        params.no_perf = True
+        if self._ctx is not None:
+            self._ctx.close()
+            self._ctx = None
+        try:
+            self._ctx = self._internals.LlamaContext(model=self._model, params=params,
+                                                     verbose=False)
+        except ValueError:
+            raise RuntimeError(
+                f"llama.cpp could not make a context of {want} cells (the model's own context "
+                f"is {train}); use fewer rows or shorter prompts") from None
+        self._cells = want
+        return self._ctx
+
+    # ------------------------------------------------------------------------------ facts
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")  # logits come back to host memory; samplers run there
+
+    @property
+    def vocab_size(self) -> int:
+        return self._n_vocab
+
+    @property
+    def eos_token_ids(self) -> list[int]:
+        """The vocabulary's end-of-generation tokens (eos, eot and every other ``is_eog``)."""
+        if self._eos is None:
+            lib, vocab = self._lib, self._vocab
+            first = [int(lib.llama_vocab_eos(vocab)), int(lib.llama_vocab_eot(vocab))]
+            found = [t for t in first if t >= 0]
+            found += [t for t in range(self._n_vocab)
+                      if t not in found and lib.llama_vocab_is_eog(vocab, t)]
+            self._eos = list(dict.fromkeys(found))
+        return self._eos
+
+    @property
+    def bos_token_id(self) -> int | None:
+        bos = int(self._lib.llama_vocab_bos(self._vocab))
+        return bos if bos >= 0 else None
+
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(self._meta.get("tokenizer.chat_template"))
+
+    def _file_type(self) -> str:
+        desc = self._model.desc()  # e.g. "llama 135M Q4_1"
+        return str(desc.rsplit(" ", 1)[-1]) if desc else "gguf"
+
+    @property
+    def facts(self) -> ModelFacts:
+        if self._facts is None:
+            arch = self._meta.get("general.architecture", "unknown")
+            special: dict[str, str] = {}
+            special_ids: dict[str, int] = {}
+            lib = self._lib
+            for key, fn in (("bos_token", lib.llama_vocab_bos), ("eos_token", lib.llama_vocab_eos),
+                            ("pad_token", lib.llama_vocab_pad)):
+                tok = int(fn(self._vocab))
+                if 0 <= tok < self._n_vocab:
+                    special[key] = self._piece(tok, special=True).decode("utf-8", "replace")
+                    special_ids[key] = tok
+            self._facts = ModelFacts(
+                name=self.name, source=self.source, architecture=arch,
+                parameters=int(self._model.n_params()), vocab_size=self._n_vocab,
+                embedding_dim=int(self._model.n_embd()),
+                heads=int(self._meta.get(f"{arch}.attention.head_count", "0") or 0),
+                layers=int(lib.llama_model_n_layer(self._model.model)),
+                context_length=int(self._model.n_ctx_train()),
+                special_tokens=special, special_token_ids=special_ids,
+                device="cuda" if self._gpu else "cpu", dtype=self._file_type(),
+                has_chat_template=self.has_chat_template, engine=self.engine,
+            )
+        return self._facts
+
+    # ------------------------------------------------------------------------- text <-> ids
+
+    def encode(self, text: str, *, chat: bool = False) -> list[int]:
+        if chat:
+            if not self.has_chat_template:
+                raise ValueError(
+                    f"model {self.name!r} has no chat template: drop --chat (chat=True) or use "
+                    "a chat model such as the embedded default")
+            return self.encode_chat([{"role": "user", "content": text}])
+        add_bos = bool(self._lib.llama_vocab_get_add_bos(self._vocab))
+        return self._tokenize(text, add_bos=add_bos)
+
+    def _tokenize(self, text: str, *, add_bos: bool) -> list[int]:
+        data = text.encode("utf-8", errors="surrogatepass")
+        return [int(t) for t in self._model.tokenize(data, add_bos, True)]
+
+    def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        if not self.has_chat_template:
+            raise ValueError(f"model {self.name!r} has no chat template")
+        if self._chat is None:
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            facts = self.facts
+            self._chat = Jinja2ChatFormatter(
+                self._meta["tokenizer.chat_template"],
+                eos_token=facts.special_tokens.get("eos_token", ""),
+                bos_token=facts.special_tokens.get("bos_token", ""))
+        try:
+            text = self._chat(messages=list(messages)).prompt
+        except Exception as exc:  # jinja raises its own errors for conversations it rejects
+            raise ValueError(f"the model's chat template rejected these messages: {exc}"
+                             ) from None
+        return self._tokenize(str(text), add_bos=False)
+
+    def _piece(self, token_id: int, *, special: bool = True) -> bytes:
+        buf = ctypes.create_string_buffer(64)
+        n = self._lib.llama_token_to_piece(self._vocab, token_id, buf, 64, 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = self._lib.llama_token_to_piece(self._vocab, token_id, buf, -n, 0, special)
+        return bytes(buf.raw[:n])
+
+    def token_bytes(self, token_id: int) -> bytes:
+        piece = self._pieces.get(token_id)
+        if piece is None:
+            piece = self._pieces[token_id] = self._piece(int(token_id))
+        return piece
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return b"".join(self.token_bytes(int(i)) for i in ids).decode("utf-8", "replace")
+
+    def token_text(self, token_id: int) -> str:
+        text = self._token_texts.get(token_id)
+        if text is None:
+            text = self._token_texts[token_id] = self.token_bytes(token_id).decode(
+                "utf-8", "replace")
+        return text
+
+    # ------------------------------------------------------------------------------- logits
+
+    def _decode(self, ctx: Any, entries: Sequence[tuple[int, int, int, bool]]) -> np.ndarray:
+        """One or more ``llama_decode`` calls over ``(token, position, seq_id, want_logits)``
+        entries; returns the logits of the wanted entries, ``(n, V)`` float32, in order."""
+        lib = self._lib
+        outs: list[np.ndarray] = []
+        for start in range(0, len(entries), N_BATCH):
+            chunk = entries[start:start + N_BATCH]
+            batch = lib.llama_batch_init(len(chunk), 0, 1)
+            try:
+                wanted = 0
+                for i, (tok, pos, seq, want) in enumerate(chunk):
+                    batch.token[i] = tok
+                    batch.pos[i] = pos
+                    batch.n_seq_id[i] = 1
+                    batch.seq_id[i][0] = seq
+                    batch.logits[i] = want
+                    wanted += want
+                batch.n_tokens = len(chunk)
+                code = lib.llama_decode(ctx.ctx, batch)
+                if code != 0:
+                    raise RuntimeError(
+                        f"llama_decode failed (code {code}): the KV cache is full or the "
+                        "input is invalid; use fewer rows or shorter prompts")
+                if wanted:
+                    ptr = lib.llama_get_logits(ctx.ctx)
+                    outs.append(np.ctypeslib.as_array(ptr, shape=(wanted, self._n_vocab)).copy())
+            finally:
+                lib.llama_batch_free(batch)
+        if not outs:
+            return np.empty((0, self._n_vocab), np.float32)
+        return np.concatenate(outs) if len(outs) > 1 else outs[0]
+
+    def _forget(self, seq: int) -> None:
+        self._lib.llama_memory_seq_rm(self._ctx.memory, seq, -1, -1)
+
+    def last_logits(self, prompt_ids: Sequence[int]) -> torch.Tensor:
+        ids = [int(i) for i in prompt_ids]
+
+        def run() -> torch.Tensor:
+            ctx = self._context(len(ids)) if not self._session_open else self._ctx
+            try:
+                logits = self._decode(ctx, [(t, p, SCRATCH, p == len(ids) - 1)
+                                            for p, t in enumerate(ids)])
+            finally:
+                self._forget(SCRATCH)
+            return torch.from_numpy(logits[0])
+
+        return self._call(run)
+
+    def sequence_logprobs(self, sequences: Sequence[Sequence[int]],
+                          starts: Sequence[int]) -> list[list[float]]:
+        def run() -> list[list[float]]:
+            out: list[list[float]] = []
+            for seq, start in zip(sequences, starts, strict=True):
+                ids = [int(i) for i in seq]
+                ctx = self._context(len(ids)) if not self._session_open else self._ctx
+                try:
+                    logits = self._decode(ctx, [(t, p, SCRATCH, start - 1 <= p < len(ids) - 1)
+                                                for p, t in enumerate(ids)])
+                finally:
+                    self._forget(SCRATCH)
+                logp = torch.log_softmax(torch.from_numpy(logits).double(), dim=-1)
+                target = torch.tensor(ids[start:], dtype=torch.long)
+                out.append(logp.gather(1, target[:, None])[:, 0].tolist())
+            return out
+
+        return self._call(run)
+
+    def open_session(self, prompts: Sequence[Sequence[int]], *,
+                     budget: int = 0) -> LlamaCppSession:
+        if len(prompts) > MAX_ROWS:
+            raise ValueError(f"the llama.cpp engine decodes at most {MAX_ROWS} rows at once, "
+                             f"got {len(prompts)}")
+        return self._call(lambda: LlamaCppSession(self, prompts, budget))
+
+
+class LlamaCppSession:
+    """Rows as llama.cpp sequences ``1..rows``; one ``llama_decode`` per step for all."""
+
+    def __init__(self, model: LlamaCppModel, prompts: Sequence[Sequence[int]],
+                 budget: int) -> None:
+        if model._session_open:
+            raise RuntimeError("this llama.cpp model already has an open decoding session")
+        self._model = model
+        unique: dict[tuple[int, ...], int] = {}
+        owner = [unique.setdefault(tuple(int(t) for t in p), len(unique)) for p in prompts]
+        cells = sum(len(p) for p in unique) + budget * len(prompts) + len(prompts)
+        ctx = model._context(cells + MIN_CELLS)  # + room for one-off calls meanwhile
+        model._lib.llama_memory_clear(ctx.memory, True)
+        model._session_open = True
+        self._seqs = list(range(1, len(prompts) + 1))  # live row -> sequence id
+        self._pos = [len(p) for p in prompts]  # live row -> next position
+        firsts: dict[int, int] = {}  # unique prompt -> its first row's sequence
+        entries = []
+        for row, u in enumerate(owner):
+            if u not in firsts:
+                firsts[u] = self._seqs[row]
+                ids = prompts[row]
+                entries += [(int(t), p, self._seqs[row], p == len(ids) - 1)
+                            for p, t in enumerate(ids)]
+        logits = model._decode(ctx, entries)  # (U, V)
+        for row, u in enumerate(owner):
+            src = firsts[u]
+            if src != self._seqs[row]:  # the same prompt: share its cells
+                model._lib.llama_memory_seq_cp(ctx.memory, src, self._seqs[row], -1, -1)
+        self._logits = torch.from_numpy(logits[owner])  # (B, V)
+
+    @property
+    def logits(self) -> torch.Tensor:
+        return self._logits
+
+    def keep(self, rows: Sequence[int]) -> None:
+        kept = set(rows)
+
+        def run() -> None:
+            for i, seq in enumerate(self._seqs):
+                if i not in kept:
+                    self._model._forget(seq)
+
+        self._model._call(run)
+        self._seqs = [self._seqs[i] for i in rows]
+        self._pos = [self._pos[i] for i in rows]
+        self._logits = self._logits[list(rows)]
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        toks = [int(t) for t in tokens.tolist()]
+        entries = [(t, p, s, True) for t, p, s in zip(toks, self._pos, self._seqs, strict=True)]
+        model = self._model
+        logits = model._call(lambda: model._decode(model._ctx, entries))
+        self._pos = [p + 1 for p in self._pos]
+        self._logits = torch.from_numpy(logits)  # (rows, V)
+        return self._logits
+
+    def close(self) -> None:
+        model = self._model
+        if not model._session_open:
+            return
+
+        def run() -> None:
+            for seq in self._seqs:
+                model._forget(seq)
+            model._session_open = False
+
+        model._call(run)
+        self._seqs = []
