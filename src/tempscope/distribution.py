@@ -197,6 +197,35 @@ def top_p_size(probs: ArrayLike, p: float) -> Any:
     return xp.sum(xp.astype(mask, xp.int64), axis=-1)
 
 
+def inverse_cdf(weights: Any, u: Any) -> Any:
+    """The inverse-CDF draw: per row, the first index whose cumulative weight exceeds
+    ``u * total``. The one draw every sampler path uses (seeded chains, next-token views).
+
+    Args:
+        weights: ``(..., V)`` non-negative, unnormalised (probabilities, or ``exp(logits -
+            max)``); numpy or torch. The CDF is summed in their dtype.
+        u: ``(...)`` uniforms in ``[0, 1)`` (a number for one row).
+
+    Returns:
+        ``(...)`` int64 indices. The chosen entry always has weight > 0: its CDF entry is
+        strictly above the previous one, and when rounding puts ``u * total`` at the very end,
+        the last positive entry is taken.
+
+    >>> w = np.array([0.2, 0.0, 0.8])
+    >>> int(inverse_cdf(w, 0.1)), int(inverse_cdf(w, 0.5)), int(inverse_cdf(w, 0.9999999999))
+    (0, 2, 2)
+    """
+    xp = array_namespace(weights)
+    v = weights.shape[-1]
+    cdf = xp.cumulative_sum(weights, axis=-1)  # (..., V), non-decreasing
+    target = xp.asarray(u, dtype=cdf.dtype, device=getattr(cdf, "device", None))
+    target = xp.expand_dims(target, axis=-1) * cdf[..., -1:]  # (..., 1)
+    index = xp.sum(xp.astype(cdf <= target, xp.int64), axis=-1)  # searchsorted, side=right
+    positive = xp.astype(xp.flip(weights > 0, axis=-1), xp.int8)
+    last = v - 1 - xp.astype(xp.argmax(positive, axis=-1), xp.int64)  # last positive entry
+    return xp.minimum(index, last)
+
+
 def _probs(probs: ArrayLike) -> Any:
     if is_torch_array(probs):
         return probs if probs.is_floating_point() and probs.dtype.itemsize >= 4 else probs.float()

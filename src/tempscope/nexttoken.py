@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tempscope.distribution import check_temperature, entropy, softmax
+from tempscope.distribution import check_temperature, entropy, inverse_cdf, softmax
 
 if TYPE_CHECKING:
     import torch
@@ -266,11 +266,7 @@ def _at_temperature(
     if (t == 0) if greedy is None else greedy:
         choice = int(np.argmax(probs if greedy else logits))
     else:
-        # Inverse CDF: the first token whose cumulative probability exceeds u.
-        cdf = np.cumsum(probs)
-        choice = int(min(np.searchsorted(cdf, u * cdf[-1], side="right"), len(probs) - 1))
-        while choice > 0 and probs[choice] == 0:  # never a masked token at the float edge
-            choice -= 1
+        choice = int(inverse_cdf(probs, u))  # the first token whose CDF exceeds u
     rows = [row(int(i), n + 1) for n, i in enumerate(order)]
     picked = next((r for r in rows if r.token_id == choice), None)
     h = float(entropy(probs))

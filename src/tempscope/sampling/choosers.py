@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from tempscope import distribution
+
 
 def greedy(logits: Tensor) -> Tensor:
     """``(B,)`` int64: each row's first maximum."""
@@ -29,20 +31,17 @@ def uniforms(generators: Sequence[torch.Generator | None], draw: Sequence[bool],
 
 
 def inverse_cdf(logits: Tensor, u: Tensor) -> Tensor:
-    """``(B,)`` int64 token ids: for each row the first token whose CDF exceeds ``u * total``.
+    """``(B,)`` int64 token ids: :func:`tempscope.distribution.inverse_cdf` on
+    ``softmax(logits)``; ``-inf`` tokens have probability 0 and are never chosen.
 
     Args:
-        logits: ``(B, V)``; ``-inf`` tokens have probability 0 and are never chosen.
+        logits: ``(B, V)``.
         u: ``(B,)`` uniforms in ``[0, 1)``.
-
-    The chosen token always has probability > 0: its CDF entry is strictly above the previous.
     """
-    # Unnormalised weights suffice: the target is u times each row's total. Summing
-    # non-negative float32 terms keeps the CDF non-decreasing, which is all the search needs.
+    # Unnormalised float32 weights suffice: the target is u times each row's total.
     weights = torch.exp(logits - logits.amax(dim=-1, keepdim=True))  # (B, V), max entry 1
-    cdf = weights.cumsum(dim=-1)  # (B, V)
-    target = (u.to(cdf) * cdf[:, -1]).unsqueeze(-1)  # (B, 1)
-    return (cdf <= target).sum(dim=-1).clamp(max=logits.shape[-1] - 1)
+    out: Tensor = distribution.inverse_cdf(weights, u)
+    return out
 
 
 def draw(logits: Tensor, generators: Sequence[torch.Generator | None]) -> Tensor:
