@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
+import httpx
 import pytest
 
-from tempscope.remote import RemoteClient, RemoteError
-from tempscope.remote_engine import remote_generate, remote_next_token
+from tempscope.remote import NEUTRAL_FIELDS, RemoteClient, RemoteError
+from tempscope.remote_engine import check_settings, remote_generate, remote_next_token
 from tempscope.sampling import SamplingParams
 from tests.conftest import run_cli
-from tests.remote_proxy import fault_proxy
+from tests.remote_proxy import Faults, fault_proxy
 from tests.server_helpers import LiveServer, free_port, live_server
 
 
@@ -25,6 +31,15 @@ def server(tiny_model_dir: Path) -> Iterator[LiveServer]:
 
 def client(url: str, **kw: object) -> RemoteClient:
     return RemoteClient(url, backoff=0.01, max_retries=3, timeout=60, **kw)  # type: ignore[arg-type]
+
+
+def setup_requests(url: str, faults: Faults) -> int:
+    """How many requests a fresh client sends through the proxy before its first generation:
+    ``/models`` and the feature probes (they hit the proxy first, then the generations)."""
+    start = faults.count
+    with client(url) as c:
+        check_settings(c, {"default": SamplingParams()})
+    return faults.count - start
 
 
 def test_next_token_top_n_views(server: LiveServer) -> None:
@@ -84,7 +99,7 @@ def test_refused_field_is_reported_not_sent(server: LiveServer) -> None:
 
 def test_retries_on_429_and_500_are_counted(server: LiveServer) -> None:
     with fault_proxy(server.url) as (url, faults), client(url) as c:
-        c.logprobs_fields()  # probe first, so the faults hit the generation request
+        check_settings(c, {"default": SamplingParams()})  # probe first: faults hit generation
         faults.statuses = [429, 500]
         out = remote_generate(c, "The cat", SamplingParams(temperature=0),
                               max_new_tokens=3)
@@ -93,6 +108,21 @@ def test_retries_on_429_and_500_are_counted(server: LiveServer) -> None:
         faults.statuses = [500] * 10
         with pytest.raises(RemoteError, match="HTTP 500"):
             remote_generate(c, "The cat", SamplingParams(temperature=0), max_new_tokens=3)
+
+
+def test_settings_left_off_are_sent_switched_off(server: LiveServer) -> None:
+    with fault_proxy(server.url) as (url, faults):
+        with client(url) as c:
+            out = remote_generate(c, "The cat", SamplingParams(temperature=1.5, min_p=0.02),
+                                  max_new_tokens=3, seed=0)
+        sent = [b for b in faults.seen if b.get("max_tokens") == 3]
+    # tempscope serve takes vLLM's names and refuses llama.cpp's: those are not sent.
+    assert set(c.neutral_refused) == {"repeat_penalty", "tfs_z", "mirostat_mode"}
+    told = {"top_k": 0, "top_p": 1.0, "typical_p": 1.0, "repetition_penalty": 1.0,
+            "frequency_penalty": 0.0, "presence_penalty": 0.0, "min_p": 0.02}
+    assert len(sent) == 1 and {k: sent[0].get(k) for k in told} == told
+    assert not set(c.neutral_refused) & set(sent[0])
+    assert out[0].sent == told and out[0].ignored == []
 
 
 def test_nothing_listening_is_a_clear_error() -> None:
@@ -139,7 +169,8 @@ def test_sweep_report_and_resume_after_server_killed(tiny_model_dir: Path,
     prompts = ["The cat", "A dog", "One two"]
     temps = [0.0, 1.0]
     with live_server(tiny_model_dir) as first, fault_proxy(first.url) as (url, faults):
-        faults.before = lambda count: first.process.kill() if count == 7 else None
+        kill_at = 2 * setup_requests(url, faults) + 5  # during the 5th generation request
+        faults.before = lambda count: first.process.kill() if count == kill_at else None
         with client(url, concurrency=1) as c, pytest.raises(RemoteError):
             sweep(c, prompts, temps, n=2, max_new_tokens=4, out=out, batch_rows=3)
         kept, _ = read_records(out)
@@ -154,6 +185,12 @@ def test_sweep_report_and_resume_after_server_killed(tiny_model_dir: Path,
     assert len({(r["prompt_index"], r["temperature"], r["sample_index"]) for r in records}) == 12
     manifest = read_manifest(out)
     assert manifest["remote"]["logprobs_raw"] and manifest["remote"]["ignored"] == []
+    neutral = {k: v for k, v in NEUTRAL_FIELDS.items() if k not in ("repeat_penalty", "tfs_z",
+                                                                    "mirostat_mode")}
+    assert manifest["remote"]["neutral"] == neutral
+    assert manifest["remote"]["sent"] == {"default": neutral}
+    assert set(manifest["remote"]["neutral_refused"]) == {"repeat_penalty", "tfs_z",
+                                                          "mirostat_mode"}
     html = write_report(out)
     assert html.exists() and (out / "figures" / "coherence.png").exists()
     assert not (out / "figures" / "first_step.png").exists()
@@ -164,8 +201,10 @@ def test_cli_sweep_fault_message_then_resume(server: LiveServer, tmp_path: Path)
     args = ["sweep", "-p", "The cat", "-t", "0", "1", "--n", "2", "--max-new-tokens", "3",
             "--out", str(out), "--concurrency", "1"]
     with fault_proxy(server.url) as (url, faults):
-        # The first generation request (after /models and the probe) gets through, then 503s.
-        faults.before = lambda count: faults.statuses.extend([503] * 50) if count == 3 else None
+        # The first generation request (after /models and the probes) gets through, then 503s.
+        first = 2 * setup_requests(url, faults) + 1
+        faults.before = (lambda count: faults.statuses.extend([503] * 50) if count == first
+                         else None)
         proc = run_cli(*args, "--endpoint", url)
     assert proc.returncode == 2 and "rerun the same command to resume" in proc.stderr
     saved = (out / "samples.jsonl").read_text().splitlines()
@@ -177,9 +216,100 @@ def test_cli_sweep_fault_message_then_resume(server: LiveServer, tmp_path: Path)
     assert proc.returncode == 0, proc.stderr
 
 
-def test_llama_cpp_server_optional() -> None:
-    pytest.importorskip("llama_cpp", reason="llama-cpp-python[server] is not installed: "
-                        "pip install 'llama-cpp-python[server]' to run the llama.cpp tests "
-                        "(see docs/remote.md)")
-    pytest.skip("llama.cpp server test: run `python -m llama_cpp.server --model MODEL.gguf` "
-                "and `tempscope next ... --endpoint http://127.0.0.1:8000/v1` by hand")
+@contextmanager
+def llama_cpp_server(log: Path) -> Iterator[str]:
+    """Run llama-cpp-python's own OpenAI-compatible server on the embedded GGUF; yields its
+    ``/v1`` URL once ``/v1/models`` answers."""
+    from tempscope.models import embedded_gguf_path
+
+    port = free_port()
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_gguf_path()),
+             "--host", "127.0.0.1", "--port", str(port), "--n_threads", "2", "--n_ctx", "512",
+             "--logits_all", "true", "--verbose", "false"],
+            stdout=out, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"llama_cpp.server exited ({proc.returncode}):\n"
+                                   f"{log.read_text()}")
+            with suppress(httpx.HTTPError):
+                if httpx.get(url + "/models", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"llama_cpp.server did not start in 60 s:\n{log.read_text()}")
+            time.sleep(0.25)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.slow
+def test_llama_cpp_server_measures_what_was_asked(tmp_path: Path) -> None:
+    """llama-cpp-python's server samples with top-k 40, top-p 0.95, min-p 0.05 and repeat
+    penalty 1.1 unless told otherwise; tempscope tells it every one of them is off."""
+    pytest.importorskip("llama_cpp.server.app", reason="llama-cpp-python's server is not "
+                        "installed: pip install 'tempscope[llama]' (llama-cpp-python[server])")
+    off = {"top_k": 0, "top_p": 1.0, "min_p": 0.0, "repeat_penalty": 1.0, "mirostat_mode": 0}
+    prompt = "The cat slept on the"
+    with llama_cpp_server(tmp_path / "llama-cpp-server.log") as url:
+        proc = run_cli("next", prompt, "-t", "0.5", "1", "2", "--top", "3", "--seed", "0",
+                       "--endpoint", url)
+        assert proc.returncode == 0, proc.stderr
+        assert "samplers switched off on the server: top_k=0" in proc.stdout
+        assert "nan" not in proc.stdout and "outside the top-" in proc.stdout
+        proc = run_cli("next", prompt, "-t", "1", "--json", "--endpoint", url)
+        assert proc.returncode == 0, proc.stderr
+        nxt = json.loads(proc.stdout)
+        assert {k: nxt["sent"][k] for k in off} == off
+        assert nxt["results"][0]["top"][0]["text"] == " couch"
+        assert 0 < nxt["mass_outside_top_n"] < 1
+
+        proc = run_cli("generate", prompt, "-t", "0", "1.5", "--n", "2", "--max-new-tokens",
+                       "8", "--seed", "1", "--json", "--endpoint", url)
+        assert proc.returncode == 0, proc.stderr
+        rows = json.loads(proc.stdout)
+        assert len(rows) == 4 and all(r["text"] for r in rows)
+        assert rows[0]["text"] == rows[1]["text"]  # greedy
+        # Raw log p (llama-cpp-python's logprobs are log-softmax of the logits): at T = 1.5
+        # with nothing cut off, the text is far less likely than the greedy one.
+        assert all(r["mean_logprob"] < rows[0]["mean_logprob"] - 3 for r in rows[2:])
+        for r in rows:
+            assert {k: r["remote"]["sent_settings"][k] for k in off} == off
+            assert r["remote"]["ignored_settings"] == []
+        table = run_cli("generate", prompt, "-t", "1", "--max-new-tokens", "4", "--seed", "1",
+                        "--endpoint", url)
+        assert table.returncode == 0, table.stderr
+        assert "–" in table.stdout and not re.search(r"\bnan\b", table.stdout, re.IGNORECASE)
+        # The same request, as tempscope sent it and as the server's defaults would have it.
+        hot = rows[2]
+        body = {"prompt": prompt, "max_tokens": 8, "temperature": 1.5, "seed": hot["seed"]}
+        told = httpx.post(url + "/completions", timeout=60,
+                          json={**body, **hot["remote"]["sent_settings"]}).json()
+        defaults = httpx.post(url + "/completions", json=body, timeout=60).json()
+        assert told["choices"][0]["text"] == hot["text"]
+        assert defaults["choices"][0]["text"] != hot["text"]
+
+        out = tmp_path / "run"
+        proc = run_cli("sweep", "-p", prompt, "-t", "0", "1.5", "--n", "2",
+                       "--max-new-tokens", "8", "--seed", "1", "--out", str(out),
+                       "--endpoint", url)
+        assert proc.returncode == 0, proc.stderr
+        assert "4 samples" in proc.stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    remote = manifest["remote"]
+    assert remote["ignored"] == [] and remote["refused"] == {}
+    assert {k: remote["neutral"][k] for k in off} == off
+    assert {k: remote["sent"]["default"][k] for k in off} == off
+    proc = run_cli("report", str(out))
+    assert proc.returncode == 0, proc.stderr
+    text = re.sub(r"data:[^\"')]+", "", (out / "report.html").read_text())  # no images
+    assert "–" in text and not re.search(r"\bnan\b", text, re.IGNORECASE)  # entropy unknown

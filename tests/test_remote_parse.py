@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from tempscope.remote_engine import RemoteRow, _sample, request_fields
+from tempscope.remote import NEUTRAL_FIELDS, RemoteClient
+from tempscope.remote_engine import RemoteRow, _sample, request_fields, wire_fields
 from tempscope.sampling import SamplingParams
 
 
@@ -15,6 +18,59 @@ def test_request_fields_use_vllm_names_and_skip_what_is_off() -> None:
     ordered = SamplingParams(top_k=40, order=["top_k", "temperature"])
     assert request_fields(ordered) == {"top_k": 40, "sampler_order": ["top_k", "temperature"]}
     assert request_fields(SamplingParams(temperature=0)) == {}
+
+
+class _Probed(RemoteClient):
+    """A client whose feature probes are answered by ``refuse`` (fields -> message or None)."""
+
+    def __init__(self, refuse: Callable[[Mapping[str, Any]], str | None]) -> None:
+        super().__init__("http://127.0.0.1:9/v1", model="m")
+        self.refuse = refuse
+        self.probes: list[dict[str, Any]] = []
+
+    def _refusal(self, fields: Mapping[str, Any]) -> str | None:
+        self.probes.append(dict(fields))
+        return self.refuse(fields)
+
+
+def _old_vllm(fields: Mapping[str, Any]) -> str | None:
+    """vLLM's names only, and top_k -1 (not 0) for off."""
+    if fields.get("top_k") == 0:
+        return "top_k must be -1 (disable), or at least 1, got 0."
+    unknown = {"repeat_penalty", "tfs_z", "mirostat_mode", "xtc_threshold"} & set(fields)
+    return f"unknown field {sorted(unknown)[0]}" if unknown else None
+
+
+def _llama_cpp(fields: Mapping[str, Any]) -> str | None:
+    """llama.cpp's names: no repetition_penalty, no typical_p."""
+    unknown = {"repetition_penalty", "typical_p"} & set(fields)
+    return f"unknown field {sorted(unknown)[0]}" if unknown else None
+
+
+def test_settings_left_off_go_switched_off_in_the_servers_spelling() -> None:
+    c = _Probed(_old_vllm)
+    neutral = c.neutral_fields()
+    assert neutral == {"top_k": -1, "top_p": 1.0, "min_p": 0.0, "typical_p": 1.0,
+                       "repetition_penalty": 1.0, "frequency_penalty": 0.0,
+                       "presence_penalty": 0.0}
+    assert set(c.neutral_refused) == {"repeat_penalty", "tfs_z", "mirostat_mode"}
+    probes = len(c.probes)
+    assert c.neutral_fields() == neutral and len(c.probes) == probes  # probed once
+    sent, ignored = wire_fields(c, SamplingParams(temperature=0.7, top_k=40,
+                                                  xtc_threshold=0.1))
+    assert sent == {**neutral, "top_k": 40} and ignored == ["xtc_threshold"]
+
+
+def test_llama_cpp_names_carry_the_users_value() -> None:
+    c = _Probed(_llama_cpp)
+    sent, ignored = wire_fields(c, SamplingParams(repetition_penalty=1.3, mirostat_tau=5.0))
+    assert sent == {"top_k": 0, "top_p": 1.0, "min_p": 0.0, "tfs_z": 1.0,
+                    "repeat_penalty": 1.3, "frequency_penalty": 0.0, "presence_penalty": 0.0,
+                    "mirostat_mode": 2, "mirostat_tau": 5.0}
+    assert ignored == []  # refused as repetition_penalty, applied as repeat_penalty
+    assert set(c.neutral_refused) == {"repetition_penalty", "typical_p"}
+    with_all = _Probed(lambda fields: None)
+    assert with_all.neutral_fields() == dict(NEUTRAL_FIELDS) and len(with_all.probes) == 1
 
 
 def _answer(**choice: object) -> dict[str, object]:

@@ -9,7 +9,10 @@ What it does on top of plain HTTP:
   other 4xx raise :class:`RemoteError` with the server's own message at once;
 - feature detection: sampler fields beyond the OpenAI core (``top_k``, ``min_p``, ...) are
   probed once with a one-token request; a field the server rejects is reported, never silently
-  dropped, and never sent again.
+  dropped, and never sent again;
+- explicit neutral values: every sampler the server accepts a field for and the user left off
+  is sent switched off (:data:`NEUTRAL_FIELDS`), so the server's own defaults never shape the
+  text unseen.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import httpx
@@ -39,6 +43,25 @@ EXTRA_FIELDS = (
     "dynatemp_exponent", "xtc_threshold", "xtc_probability", "mirostat_tau", "mirostat_eta",
     "epsilon", "eta", "sampler_order", "logprobs_mode",
 )
+# Each server-side sampler switched off, in the names servers use: sent for every setting the
+# user leaves off. A server fills a field left out with its own default (llama.cpp and
+# llama-cpp-python: top_k 40, top_p 0.95, min_p 0.05, llama-cpp-python repeat_penalty 1.1;
+# vLLM: the model's generation_config.json), which would shape the text unseen. These are wire
+# values, not tempscope's (where None means off): what each server reads as "off".
+NEUTRAL_FIELDS: Mapping[str, Any] = MappingProxyType({
+    "top_k": 0,  # k <= 0 keeps every token: llama.cpp, llama-cpp-python, vLLM, tempscope serve
+    "top_p": 1.0,
+    "min_p": 0.0,
+    "typical_p": 1.0,
+    "tfs_z": 1.0,  # older llama.cpp
+    "repetition_penalty": 1.0,  # vLLM's name
+    "repeat_penalty": 1.0,  # llama.cpp's name for the same penalty
+    "frequency_penalty": 0.0,
+    "presence_penalty": 0.0,
+    "mirostat_mode": 0,  # llama-cpp-python (its own default, said out loud)
+})
+# The other spelling of "off" for a server that refuses the first (vLLM before 0.8: top_k -1).
+_NEUTRAL_FALLBACK: Mapping[str, Any] = MappingProxyType({"top_k": -1})
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
 
@@ -118,6 +141,8 @@ class RemoteClient:
         self._model = model
         self._supported: dict[str, bool] = {}
         self.refused: dict[str, str] = {}  # field -> the server's message when it refused it
+        self._neutral: dict[str, Any] | None = None  # learnt: NEUTRAL_FIELDS it accepts
+        self.neutral_refused: dict[str, str] = {}  # neutral field -> the server's message
         self.logprobs_raw = logprobs_raw
         self.max_logprobs: int | None = None  # learnt: the most logprobs the server allows
         self._lock = threading.Lock()
@@ -172,19 +197,60 @@ class RemoteClient:
         with self._lock:
             if name in self._supported:
                 return self._supported[name]
-        probe = {"prompt": "Hello", "max_tokens": 1, "temperature": 0, name: value}
+        why = self._refusal({name: value})
+        with self._lock:
+            self._supported[name] = why is None
+            if why is not None:
+                self.refused[name] = why
+        return why is None
+
+    def neutral_fields(self) -> dict[str, Any]:
+        """The :data:`NEUTRAL_FIELDS` the server accepts: what a request carries for every
+        sampler the user left off (probed once, then cached).
+
+        One probe with all of them; when the server refuses that, one per field (``top_k``
+        tried again as ``-1``), and the refusals are kept in ``neutral_refused``. A core
+        OpenAI field (``top_p``, the penalties) is always sent.
+
+        Returns:
+            ``{wire field: value}``, a copy the caller may change.
+        """
+        with self._lock:
+            if self._neutral is not None:
+                return dict(self._neutral)
+        accepted = dict(NEUTRAL_FIELDS)
+        if self._refusal(accepted) is not None:
+            refused: dict[str, str] = {}
+            for name, value in NEUTRAL_FIELDS.items():
+                if name in CORE_FIELDS:
+                    continue
+                why = self._refusal({name: value})
+                if why is not None and name in _NEUTRAL_FALLBACK:
+                    other = _NEUTRAL_FALLBACK[name]
+                    if self._refusal({name: other}) is None:
+                        value, why = other, None
+                if why is None:
+                    accepted[name] = value
+                else:
+                    del accepted[name]
+                    refused[name] = why
+            with self._lock:
+                self.neutral_refused.update(refused)
+        with self._lock:
+            self._neutral = accepted
+        return dict(accepted)
+
+    def _refusal(self, fields: Mapping[str, Any]) -> str | None:
+        """One one-token request with ``fields``: ``None`` when the server takes it, else the
+        message of its 4xx refusal."""
+        probe = {"prompt": "Hello", "max_tokens": 1, "temperature": 0, **fields}
         try:
             self.completion(probe)
-            ok = True
         except RemoteError as exc:
             if exc.status is None or exc.status >= 500 or exc.status in RETRY_STATUS:
-                raise  # unreachable or failing: that says nothing about the field
-            ok = False
-            with self._lock:
-                self.refused[name] = str(exc)
-        with self._lock:
-            self._supported[name] = ok
-        return ok
+                raise  # unreachable or failing: that says nothing about the fields
+            return str(exc)
+        return None
 
     def logprobs_fields(self) -> tuple[dict[str, Any], bool]:
         """Fields that ask for raw logprobs, and whether the logprobs will be raw.

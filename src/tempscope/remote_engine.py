@@ -12,7 +12,10 @@ cannot return said plainly:
   than a number that means something else; entropies are NaN (a top-N list cannot give them);
 - ``finish_reason``: ``length``; ``eos`` / ``stop`` from vLLM's ``stop_reason`` when present,
   else ``eos`` when no stop string was asked for and ``stop`` (ambiguous) when one was;
-- sampler settings the server refuses are not sent and are listed in ``ignored``.
+- sampler settings the server refuses are not sent and are listed in ``ignored``;
+- every sampler the user left off is sent switched off where the server takes the field
+  (:meth:`RemoteClient.neutral_fields`), so the server's defaults (llama.cpp: top-k 40, min-p
+  0.05, ...) do not shape the text; each sample keeps what its request said (``sent``).
 """
 
 from __future__ import annotations
@@ -42,12 +45,16 @@ __all__ = [
     "remote_next_token",
     "remote_rows",
     "request_fields",
+    "wire_fields",
 ]
 
 WIDE_LOGPROBS = 100  # first ask for this many alternatives; 20 (OpenAI's cap) when refused
 OPENAI_MAX_LOGPROBS = 20
 _RENAMED = {"order": "sampler_order"}
 _LOCAL_ONLY = {"seed", "temperature"}  # sent by the row itself
+# A setting llama.cpp knows under another name: the user's value goes under both.
+_ALIASES = {"repetition_penalty": "repeat_penalty"}
+_MIROSTAT_V2 = 2  # llama.cpp's mirostat_mode for tempscope's mirostat (v2)
 
 
 @dataclass
@@ -55,12 +62,14 @@ class RemoteSample(Sample):
     """A :class:`Sample` from a remote server, with what the server did not do.
 
     ``ignored``: requested sampler settings the server refused (not applied);
-    ``logprobs_raw``: whether the step log-probabilities are raw (see the module docstring).
+    ``logprobs_raw``: whether the step log-probabilities are raw (see the module docstring);
+    ``sent``: the sampler fields the request carried (the user's and the neutral ones).
     """
 
     completion_tokens: int = 0
     ignored: list[str] = field(default_factory=list)
     logprobs_raw: bool = False
+    sent: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_tokens(self) -> int:
@@ -87,6 +96,29 @@ def request_fields(params: SamplingParams) -> dict[str, Any]:
             value = {str(k): v for k, v in value.items()}
         out[_RENAMED.get(name, name)] = value
     return out
+
+
+def wire_fields(client: RemoteClient,
+                params: SamplingParams) -> tuple[dict[str, Any], list[str]]:
+    """The sampler fields (beyond ``temperature`` and ``seed``) a request for ``params``
+    carries, and the settings the server refused.
+
+    A setting the user gave goes with its value when the server accepts it; every other
+    sampler the server takes a field for goes switched off (:meth:`RemoteClient.neutral_fields`).
+    ``repetition_penalty`` also goes as llama.cpp's ``repeat_penalty``, and mirostat switches
+    on llama.cpp's ``mirostat_mode`` (v2), so llama.cpp applies what was asked as well.
+    """
+    asked = request_fields(params)
+    kept, ignored = client.split_fields(asked)
+    sent = {k: v for k, v in client.neutral_fields().items() if k not in asked}
+    for name, alias in _ALIASES.items():
+        if name in asked and alias in sent:
+            sent[alias] = asked[name]
+            if name in ignored:  # applied under the other name after all
+                ignored.remove(name)
+    if "mirostat_tau" in kept and "mirostat_mode" in sent:
+        sent["mirostat_mode"] = _MIROSTAT_V2
+    return {**sent, **kept}, ignored
 
 
 def _temperature(params: SamplingParams) -> float:
@@ -125,22 +157,22 @@ def remote_rows(
     logprob_fields, raw = client.logprobs_fields()
     plans = []
     for row in rows:
-        kept, ignored = client.split_fields(request_fields(row.params))
+        fields, ignored = wire_fields(client, row.params)
         body: dict[str, Any] = {
             "prompt": row.prompt, "max_tokens": max_new_tokens,
             "temperature": _temperature(row.params), "logprobs": top_alternatives,
-            **kept, **logprob_fields,
+            **fields, **logprob_fields,
         }
         if row.seed is not None:
             body["seed"] = row.seed
         if stop:
             body["stop"] = list(stop)
-        plans.append((body, ignored))
+        plans.append((body, ignored, fields))
 
     def one(i: int) -> RemoteSample:
-        body, ignored = plans[i]
+        body, ignored, sent = plans[i]
         sample = _sample(client.completion(body), rows[i], i, raw=raw, ignored=ignored,
-                         stops=bool(stop))
+                         stops=bool(stop), sent=sent)
         if on_result is not None:
             on_result(i, sample)
         return sample
@@ -159,7 +191,8 @@ def remote_rows(
 
 
 def _sample(data: dict[str, Any], row: RemoteRow, index: int, *, raw: bool,
-            ignored: list[str], stops: bool) -> RemoteSample:
+            ignored: list[str], stops: bool,
+            sent: Mapping[str, Any] | None = None) -> RemoteSample:
     choices = data.get("choices") or []
     if not choices:
         raise RemoteError(f"the server answered without choices: {str(data)[:200]}")
@@ -188,7 +221,7 @@ def _sample(data: dict[str, Any], row: RemoteRow, index: int, *, raw: bool,
                         steps=steps, row=index, prompt=row.prompt, params=row.params,
                         seed=row.seed, stop_text=stop_text,
                         completion_tokens=max(completion, len(tokens)), ignored=list(ignored),
-                        logprobs_raw=raw)
+                        logprobs_raw=raw, sent=dict(sent or {}))
 
 
 def _finish(choice: dict[str, Any], stops: bool) -> tuple[FinishReason, str | None]:
@@ -280,7 +313,8 @@ class RemoteTemperatureView:
 @dataclass(frozen=True)
 class RemoteNextToken:
     """What :func:`remote_next_token` found; ``not_derived`` lists the temperatures the
-    returned numbers cannot give (processed logprobs), ``note`` says why."""
+    returned numbers cannot give (processed logprobs), ``note`` says why; ``sent`` the sampler
+    fields the request carried (every one switched off)."""
 
     model: str
     endpoint: str
@@ -292,10 +326,11 @@ class RemoteNextToken:
     results: list[RemoteTemperatureView]
     not_derived: list[float]
     note: str
+    sent: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "endpoint": self.endpoint, "prompt": self.prompt,
-                "seed": self.seed, "logprobs_raw": self.logprobs_raw,
+                "seed": self.seed, "logprobs_raw": self.logprobs_raw, "sent": self.sent,
                 "approximation": f"top-{self.top_n}", "top_n": self.top_n,
                 "mass_outside_top_n": self.mass_outside,
                 "not_derived": [t if math.isfinite(t) else "inf" for t in self.not_derived],
@@ -323,7 +358,8 @@ def remote_next_token(client: RemoteClient, prompt: str, temperatures: Sequence[
     if seed is None:
         seed = random.SystemRandom().randrange(2**31)
     fields, raw = client.logprobs_fields()
-    body = {"prompt": prompt, "max_tokens": 1, "temperature": 1.0, **fields}
+    sent = client.neutral_fields()
+    body = {"prompt": prompt, "max_tokens": 1, "temperature": 1.0, **sent, **fields}
     wide = client.max_logprobs or max(top, WIDE_LOGPROBS)
     try:
         data = client.completion({**body, "logprobs": wide})
@@ -351,7 +387,7 @@ def remote_next_token(client: RemoteClient, prompt: str, temperatures: Sequence[
                  "other temperatures cannot be derived (pass --logprobs-raw if the server "
                  "returns raw logprobs, e.g. vLLM --logprobs-mode raw_logprobs)")
     return RemoteNextToken(client.model, client.base_url, prompt, seed, raw, len(tokens),
-                           outside, views, not_derived, note)
+                           outside, views, not_derived, note, sent)
 
 
 def _view(t: float, tokens: list[str], lps: list[float], u: float,
@@ -382,14 +418,28 @@ def check_settings(client: RemoteClient,
                    grid: Mapping[Any, SamplingParams]) -> dict[str, Any]:
     """Probe the server for every sampler setting in ``grid`` (cached on the client).
 
+    Args:
+        client: the server.
+        grid: keyed by config name, or by ``(config name, temperature)`` as a sweep does.
+
     Returns:
-        ``{"logprobs_raw": bool, "ignored": [field, ...], "refused": {field: message}}``:
-        what a sweep records in its manifest and the CLI warns about.
+        What a sweep records in its manifest and the CLI warns about: ``logprobs_raw``
+        (bool); ``ignored`` (settings the server refused) and ``refused`` (``{field:
+        message}``); ``neutral`` (``{field: value}`` sent for every sampler a config leaves
+        off) and ``neutral_refused`` (``{field: message}``: samplers that could not be
+        switched off, so the server's own default applies); ``sent`` (``{config: {field:
+        value}}``: every sampler field each config's requests carry besides temperature and
+        seed).
     """
     _, raw = client.logprobs_fields()
     ignored: set[str] = set()
-    for params in grid.values():
-        ignored.update(client.split_fields(request_fields(params))[1])
+    sent: dict[str, dict[str, Any]] = {}
+    for key, params in grid.items():
+        fields, refused = wire_fields(client, params)
+        ignored.update(refused)
+        sent[str(key[0] if isinstance(key, tuple) else key)] = fields
     names = sorted(ignored)
     return {"logprobs_raw": raw, "ignored": names,
-            "refused": {k: client.refused.get(k, "") for k in names}}
+            "refused": {k: client.refused.get(k, "") for k in names},
+            "neutral": client.neutral_fields(), "neutral_refused": dict(client.neutral_refused),
+            "sent": sent}

@@ -233,7 +233,7 @@ def print_samples(samples: Sequence[Sample]) -> None:
     T = 1) make the coherent/incoherent contrast a number."""
     rows = [
         [t_label(s.params), str(s.sample_index + 1), visible(s.text), str(s.n_tokens),
-         f"{s.mean_logprob:.3f}", f"{s.mean_entropy:.3f}", end_label(s)]
+         _number(s.mean_logprob), _number(s.mean_entropy), end_label(s)]
         for s in samples
     ]
     print_table(f"{samples[0].prompt!r} continued", ["T", "#", "text", "tokens", "mean log p",
@@ -244,8 +244,15 @@ def print_samples(samples: Sequence[Sample]) -> None:
     for label, group in by_t.items():
         lp = sum(s.mean_logprob for s in group) / len(group)
         h = sum(s.mean_entropy for s in group) / len(group)
-        print(f"T={label}: mean log-prob {lp:.3f} nats/token (perplexity {math.exp(-lp):.1f}), "
-              f"mean entropy {h:.3f} nats over {len(group)} sample(s)")
+        # A remote server may not give raw log-probs or entropies: "–", never "nan".
+        ppl = "" if math.isnan(lp) else f" (perplexity {math.exp(-lp):.1f})"
+        print(f"T={label}: mean log-prob {_number(lp)} nats/token{ppl}, "
+              f"mean entropy {_number(h)} nats over {len(group)} sample(s)")
+
+
+def _number(x: float) -> str:
+    """``x`` to 3 decimals, or ``–`` for a quantity that is not known (NaN)."""
+    return "–" if math.isnan(x) else f"{x:.3f}"
 
 
 def sample_dict(s: Sample) -> dict[str, Any]:

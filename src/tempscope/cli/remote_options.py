@@ -89,6 +89,9 @@ def print_next(result: RemoteNextToken, *, as_json: bool) -> None:
     print(f"{result.model} at {result.endpoint}: one max_tokens=1 request, "
           f"top-{result.top_n} {kind} logprobs, seed {result.seed}")
     print(f"note: {result.note}")
+    if result.sent:
+        print("samplers switched off on the server: "
+              + ", ".join(f"{k}={v:g}" for k, v in result.sent.items()))
     print()
     for r in result.results:
         label = "exact at T = 1" if r.exact else f"top-{result.top_n} renormalised"
@@ -111,5 +114,6 @@ def generation_json(samples: Sequence[RemoteSample]) -> str:
     from tempscope.cli.generate_cmd import sample_dict
 
     return json.dumps([{**sample_dict(s), "remote": {
-        "ignored_settings": s.ignored, "logprobs_raw": s.logprobs_raw}} for s in samples],
+        "ignored_settings": s.ignored, "logprobs_raw": s.logprobs_raw,
+        "sent_settings": s.sent}} for s in samples],
         indent=2, ensure_ascii=False, default=str)
