@@ -108,8 +108,10 @@ def test_chat_on_a_model_without_template(tiny_model_dir: Path) -> None:
 
 @pytest.mark.slow
 def test_embedded_model_end_to_end_and_cached(tmp_path: Path) -> None:
+    """The torch engine dequantizes the GGUF once into the cache, then reads the cache."""
     env = {"TEMPSCOPE_CACHE": str(tmp_path), "HF_HUB_OFFLINE": "1"}
-    args = ["next", PROMPT, "-t", "0.1", "0.5", "1", "5", "10", "100", "--seed", "0"]
+    args = ["next", PROMPT, "-t", "0.1", "0.5", "1", "5", "10", "100", "--seed", "0",
+            "--engine", "torch"]
     first = run_cli(*args, env=env)
     assert first.returncode == 0, first.stderr
     assert "converting SmolLM2-135M-Instruct" in first.stderr  # the one-time conversion
@@ -129,6 +131,22 @@ def test_embedded_model_end_to_end_and_cached(tmp_path: Path) -> None:
     models = run_cli("models", "--json", env=env)
     row = json.loads(models.stdout)[0]
     assert row["cached"] is True and row["parameters"] == 134_515_008
+
+
+@pytest.mark.slow
+def test_embedded_model_on_llama_cpp_needs_no_cache(tmp_path: Path) -> None:
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    env = {"TEMPSCOPE_CACHE": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    args = ["next", PROMPT, "-t", "0.1", "1", "--seed", "0", "--engine", "llama.cpp"]
+    first = run_cli(*args, env=env)
+    assert first.returncode == 0, first.stderr
+    assert "LLM Temperature: 0.1 → The cat slept on the couch" in first.stdout
+    assert not (tmp_path / "models").exists()  # the GGUF runs as it is: nothing converted
+    assert run_cli(*args, env=env).stdout == first.stdout  # same seed: same output
+    info = run_cli("info", "--json", "--engine", "llama.cpp", env=env)
+    facts = json.loads(info.stdout)
+    assert facts["engine"] == "llama.cpp" and facts["dtype"] == "Q4_1"
+    assert facts["parameters"] == 134_515_008 and facts["vocab_size"] == 49_152
 
 
 @pytest.mark.slow
