@@ -27,7 +27,9 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from tempscope.distribution import check_temperature
+import numpy as np
+
+from tempscope.distribution import check_temperature, entropy, inverse_cdf, softmax
 from tempscope.generation import Alternative, Sample, StepEvent, derive_seed
 from tempscope.remote import RemoteClient, RemoteError
 
@@ -392,26 +394,14 @@ def remote_next_token(client: RemoteClient, prompt: str, temperatures: Sequence[
 
 def _view(t: float, tokens: list[str], lps: list[float], u: float,
           top: int) -> RemoteTemperatureView:
-    if t == 1.0:
-        probs = [math.exp(v) for v in lps]  # the server's own numbers
-    elif t == 0:
-        probs = [1.0 if i == 0 else 0.0 for i in range(len(lps))]
-    else:
-        scaled = [0.0 if math.isinf(t) else (v - lps[0]) / t for v in lps]
-        weights = [math.exp(s) for s in scaled]
-        probs = [w / sum(weights) for w in weights]
-    total = sum(probs)
-    shares = [p / total for p in probs]
-    h = max(0.0, -sum(p * math.log(p) for p in shares if p > 0))
-    cdf, pick = 0.0, len(shares) - 1
-    for i, p in enumerate(shares):
-        cdf += p
-        if u < cdf:
-            pick = i
-            break
-    pick = 0 if t == 0 else pick
+    logp = np.asarray(lps, dtype=np.float64)  # (N,) sorted, likeliest first
+    # At T = 1 the server's own numbers; at any other T the top-N renormalised.
+    probs = np.exp(logp) if t == 1.0 else np.asarray(softmax(logp, t))
+    shares = probs / probs.sum()
+    h = max(0.0, float(entropy(shares)))
+    pick = int(inverse_cdf(shares, u))  # T = 0: the one-hot softmax picks the first token
     n = max(top, pick + 1)
-    return RemoteTemperatureView(t, tokens[:n], lps[:n], probs[:n], t == 1.0, h, pick)
+    return RemoteTemperatureView(t, tokens[:n], lps[:n], probs[:n].tolist(), t == 1.0, h, pick)
 
 
 def check_settings(client: RemoteClient,
