@@ -106,6 +106,9 @@ def log_softmax(logits: ArrayLike, temperature: float = 1.0) -> Any:
     if t == math.inf:
         count = xp.sum(xp.astype(finite, x.dtype), axis=-1, keepdims=True)
         return xp.where(finite, -xp.log(count), xp.full_like(x, -math.inf))
+    # A T below the dtype's smallest normal number would become 0 in that dtype (0 / 0 on the
+    # max); the probabilities are the same at that smallest number, so it stands in.
+    t = max(t, float(xp.finfo(x.dtype).tiny))
     # Shift first, then scale: (l - max) / T <= 0, so nothing overflows at any T.
     z = (x - xp.max(x, axis=-1, keepdims=True)) / t  # (..., V), max entry is exactly 0
     return z - xp.log(xp.sum(xp.exp(z), axis=-1, keepdims=True))

@@ -305,6 +305,7 @@ def _decode(model: Backend, active: list[_Row], top_alternatives: int,
             on_step: Callable[[StepEvent], None] | None,
             is_cancelled: Callable[[int], bool] | None) -> None:
     """Run ``active`` rows to their end in one decoding session."""
+    from tempscope.engine.backend import Cancelled
     from tempscope.sampling import BatchSampler
 
     sampler = BatchSampler(
@@ -312,8 +313,17 @@ def _decode(model: Backend, active: list[_Row], top_alternatives: int,
         seeds=[s.spec.seed if s.spec.seed is not None else s.spec.params.seed for s in active],
         prompt_ids=[s.spec.prompt_ids for s in active],
     )
-    session = model.open_session([s.spec.prompt_ids for s in active],
-                                 budget=max(s.budget for s in active))
+    def nobody_waits() -> bool:  # every row's caller has gone: stop the prefill
+        return is_cancelled is not None and all(is_cancelled(s.index) for s in active)
+
+    try:
+        session = model.open_session([s.spec.prompt_ids for s in active],
+                                     budget=max(s.budget for s in active),
+                                     should_stop=nobody_waits)
+    except Cancelled:
+        for s in active:
+            s.finish = "cancelled"
+        return
     try:
         logits = session.logits  # (B, V)
         step = 0

@@ -8,6 +8,7 @@ import os
 import sys
 
 from tempscope.cli.model_args import add_model_arguments, load_from_args
+from tempscope.server.limits import ServerLimits
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -27,8 +28,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    "(default: $TEMPSCOPE_API_KEY, else no key)")
     p.add_argument("--served-model-name", default=None,
                    help="the model id clients send and /v1/models lists")
+    d = ServerLimits()
     p.add_argument("--max-tokens", type=int, default=None,
-                   help="cap on max_tokens per request (default 1024)")
+                   help=f"cap on max_tokens per request (default {d.max_tokens}); a request "
+                   "that sends none gets the smaller of its default and this")
+    p.add_argument("--max-prompt-tokens", type=int, default=d.max_prompt_tokens, metavar="N",
+                   help=f"most tokens in one prompt (default {d.max_prompt_tokens})")
+    p.add_argument("--max-request-prompt-tokens", type=int,
+                   default=d.max_request_prompt_tokens, metavar="N",
+                   help="most prompt tokens of all prompts of one request (default "
+                   f"{d.max_request_prompt_tokens})")
+    p.add_argument("--max-batch-prompt-tokens", type=int, default=d.max_batch_prompt_tokens,
+                   metavar="N", help="most prompt tokens one engine call prefills; longer "
+                   f"requests run alone (default {d.max_batch_prompt_tokens})")
+    p.add_argument("--body-timeout", type=float, default=d.body_timeout_s, metavar="SECONDS",
+                   help="a client whose request body stalls this long gets a 408 (default "
+                   f"{d.body_timeout_s:g})")
     p.add_argument("--log-level", default="info",
                    choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=run)
@@ -37,25 +52,37 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise ValueError(f"--port must be in 1..65535, got {args.port}")
-    if args.max_tokens is not None and args.max_tokens < 1:
-        raise ValueError(f"--max-tokens must be >= 1, got {args.max_tokens}")
+    for flag in ("max_tokens", "max_prompt_tokens", "max_request_prompt_tokens",
+                 "max_batch_prompt_tokens"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+    if not args.body_timeout > 0:
+        raise ValueError(f"--body-timeout must be > 0 seconds, got {args.body_timeout}")
     if not _is_loopback(args.host) and not args.api_key:
         print(f"warning: serving on {args.host} without --api-key: anyone who can reach this "
               "machine can use the model", file=sys.stderr)
 
     import uvicorn
 
-    from tempscope.server import ServerLimits, create_app
+    from tempscope.server import create_app
 
     model = load_from_args(args)
-    limits = ServerLimits() if args.max_tokens is None else ServerLimits(
-        max_tokens=args.max_tokens)
+    caps = {"max_prompt_tokens": args.max_prompt_tokens,
+            "max_request_prompt_tokens": args.max_request_prompt_tokens,
+            "max_batch_prompt_tokens": args.max_batch_prompt_tokens,
+            "body_timeout_s": args.body_timeout}
+    if args.max_tokens is not None:
+        caps["max_tokens"] = args.max_tokens
+    limits = ServerLimits(**caps)
     app = create_app(model, api_key=args.api_key, limits=limits, name=args.served_model_name)
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     print(f"tempscope: serving {app.state.tempscope.name} — playground at "
           f"http://{shown}:{args.port}/ , OpenAI base_url http://{shown}:{args.port}/v1",
           file=sys.stderr, flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    # Idle keep-alive connections close after 5 s (a slow or idle client holds no socket).
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
+                timeout_keep_alive=5)
     return 0
 
 

@@ -20,7 +20,7 @@ A decoding session, the shape of every generation loop::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
@@ -31,6 +31,28 @@ if TYPE_CHECKING:
 
 EngineName = Literal["torch", "llama.cpp"]
 ENGINE_CHOICES: tuple[str, ...] = ("auto", "torch", "llama.cpp")
+
+
+def check_text(text: str, what: str = "the text") -> str:
+    """``text`` unchanged when it is valid Unicode; else ``ValueError`` naming the first lone
+    surrogate (valid JSON can carry one, ``"a\\ud800b"``, but no tokenizer can encode it).
+
+    >>> check_text("a cat")
+    'a cat'
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = text[exc.start]
+        raise ValueError(
+            f"{what} contains a lone surrogate (U+{ord(bad):04X}) at character {exc.start}, "
+            "which is not valid Unicode: send UTF-8 text (a surrogate pair must come whole)"
+        ) from None
+    return text
+
+
+class Cancelled(Exception):
+    """A session's prefill stopped because its caller no longer wants the rows."""
 
 
 @dataclass(frozen=True)
@@ -134,7 +156,9 @@ class Backend(Protocol):
         """For each sequence, ``log p(ids[i] | ids[:i])`` at T = 1 for ``i`` in
         ``starts[k] .. len(ids) - 1`` (``starts[k] >= 1``)."""
 
-    def open_session(self, prompts: Sequence[Sequence[int]], *, budget: int = 0) -> Session:
+    def open_session(self, prompts: Sequence[Sequence[int]], *, budget: int = 0,
+                     should_stop: Callable[[], bool] | None = None) -> Session:
         """Prefill ``prompts`` (each at least one token) as the rows of a decoding session in
         which each row will add at most ``budget`` tokens (an engine may size its cache by
-        it). At most one session is open per model at a time."""
+        it). ``should_stop`` is asked between prefill chunks; when it says yes the prefill
+        stops and :class:`Cancelled` is raised. At most one session is open per model."""

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from tempscope.engine.backend import EngineName, ModelFacts
+from tempscope.engine.backend import Cancelled, EngineName, ModelFacts, check_text
 from tempscope.errors import ModelLoadError
 
 T = TypeVar("T")
@@ -38,7 +38,7 @@ INSTALL_HINT = ("install it with `pip install 'tempscope[llama]'` (llama-cpp-pyt
 MAX_ROWS = 64  # sequences decoded together; longer row lists run in chunks of this many
 MIN_CELLS = 2048  # smallest KV cache (tokens over all rows)
 SCRATCH = 0  # the sequence id of one-off calls; rows use 1..MAX_ROWS
-N_BATCH = 2048  # most tokens one llama_decode call takes
+N_BATCH = 512  # most tokens one llama_decode call takes (a prefill chunk: cancellable between)
 
 
 def available() -> bool:
@@ -246,12 +246,14 @@ class LlamaCppModel:
         return self._tokenize(text, add_bos=add_bos)
 
     def _tokenize(self, text: str, *, add_bos: bool) -> list[int]:
-        data = text.encode("utf-8", errors="surrogatepass")
+        data = check_text(text, "the prompt").encode("utf-8")
         return [int(t) for t in self._model.tokenize(data, add_bos, True)]
 
     def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
         if not self.has_chat_template:
             raise ValueError(f"model {self.name!r} has no chat template")
+        for m in messages:
+            check_text(str(m.get("content", "")), "a message")
         if self._chat is None:
             from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -293,12 +295,16 @@ class LlamaCppModel:
 
     # ------------------------------------------------------------------------------- logits
 
-    def _decode(self, ctx: Any, entries: Sequence[tuple[int, int, int, bool]]) -> np.ndarray:
+    def _decode(self, ctx: Any, entries: Sequence[tuple[int, int, int, bool]],
+                should_stop: Callable[[], bool] | None = None) -> np.ndarray:
         """One or more ``llama_decode`` calls over ``(token, position, seq_id, want_logits)``
-        entries; returns the logits of the wanted entries, ``(n, V)`` float32, in order."""
+        entries; returns the logits of the wanted entries, ``(n, V)`` float32, in order.
+        ``should_stop`` is asked before every call after the first (raises Cancelled)."""
         lib = self._lib
         outs: list[np.ndarray] = []
         for start in range(0, len(entries), N_BATCH):
+            if start and should_stop is not None and should_stop():
+                raise Cancelled
             chunk = entries[start:start + N_BATCH]
             batch = lib.llama_batch_init(len(chunk), 0, 1)
             try:
@@ -361,19 +367,19 @@ class LlamaCppModel:
 
         return self._call(run)
 
-    def open_session(self, prompts: Sequence[Sequence[int]], *,
-                     budget: int = 0) -> LlamaCppSession:
+    def open_session(self, prompts: Sequence[Sequence[int]], *, budget: int = 0,
+                     should_stop: Callable[[], bool] | None = None) -> LlamaCppSession:
         if len(prompts) > MAX_ROWS:
             raise ValueError(f"the llama.cpp engine decodes at most {MAX_ROWS} rows at once, "
                              f"got {len(prompts)}")
-        return self._call(lambda: LlamaCppSession(self, prompts, budget))
+        return self._call(lambda: LlamaCppSession(self, prompts, budget, should_stop))
 
 
 class LlamaCppSession:
     """Rows as llama.cpp sequences ``1..rows``; one ``llama_decode`` per step for all."""
 
     def __init__(self, model: LlamaCppModel, prompts: Sequence[Sequence[int]],
-                 budget: int) -> None:
+                 budget: int, should_stop: Callable[[], bool] | None) -> None:
         if model._session_open:
             raise RuntimeError("this llama.cpp model already has an open decoding session")
         self._model = model
@@ -393,7 +399,12 @@ class LlamaCppSession:
                 ids = prompts[row]
                 entries += [(int(t), p, self._seqs[row], p == len(ids) - 1)
                             for p, t in enumerate(ids)]
-        logits = model._decode(ctx, entries)  # (U, V)
+        try:
+            logits = model._decode(ctx, entries, should_stop)  # (U, V)
+        except BaseException:
+            model._lib.llama_memory_clear(ctx.memory, True)
+            model._session_open = False
+            raise
         for row, u in enumerate(owner):
             src = firsts[u]
             if src != self._seqs[row]:  # the same prompt: share its cells

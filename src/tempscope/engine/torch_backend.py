@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from tempscope.engine.backend import EngineName, ModelFacts
+from tempscope.engine.backend import Cancelled, EngineName, ModelFacts, check_text
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -146,6 +146,7 @@ class LoadedModel:
         """Token ids for ``text``, with the tokenizer's usual special tokens (a BOS where the
         model expects one). ``chat=True`` wraps ``text`` as one user message in the model's
         chat template and appends the assistant prompt."""
+        check_text(text, "the prompt")
         if not chat:
             return list(self.tokenizer(text, add_special_tokens=True)["input_ids"])
         if not self.has_chat_template:
@@ -158,6 +159,8 @@ class LoadedModel:
     def encode_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
         if not self.has_chat_template:
             raise ValueError(f"model {self.name!r} has no chat template")
+        for m in messages:
+            check_text(str(m.get("content", "")), "a message")
         try:
             text = self.tokenizer.apply_chat_template(
                 list(messages), tokenize=False, add_generation_prompt=True)
@@ -228,9 +231,14 @@ class LoadedModel:
         return [token_logp[r, start - 1: len(seq) - 1].tolist()
                 for r, (seq, start) in enumerate(zip(sequences, starts, strict=True))]
 
-    def open_session(self, prompts: Sequence[Sequence[int]], *, budget: int = 0
-                     ) -> TorchSession:
-        return TorchSession(self, prompts)  # the DynamicCache grows as it goes
+    def open_session(self, prompts: Sequence[Sequence[int]], *, budget: int = 0,
+                     should_stop: Callable[[], bool] | None = None) -> TorchSession:
+        # One prefill pass (the DynamicCache grows as it goes): asked once, before it. Chunking
+        # a left-padded batch would attend from all-padding query rows; the server caps the
+        # prompt tokens of one engine call instead.
+        if should_stop is not None and should_stop():
+            raise Cancelled
+        return TorchSession(self, prompts)
 
 
 class TorchSession:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 #: Every stage a chain can hold, in the default order: logit processors first, then the
@@ -89,15 +90,33 @@ def interval(low: float, high: float, low_open: bool, high_open: bool) -> str:
 
 
 def check_value(name: str, value: float) -> float:
-    """Raise ``ValueError`` naming ``name``, ``value`` and the valid range if out of range."""
+    """Raise ``ValueError`` naming ``name``, ``value`` and the valid range if out of range.
+
+    The samplers compute in float32, so the value must stay in range after that cast too:
+    ``top_p = 1e-300`` would become 0 and ``repetition_penalty = 1e308`` infinity.
+
+    >>> check_value("top_p", 0.9)
+    0.9
+    """
     low, high, low_open, high_open, hint = _RANGES[name]
-    ok = not math.isnan(value) and (value > low if low_open else value >= low) and (
-        value < high if high_open else value <= high
-    )
-    if not ok:
+
+    def inside(x: float) -> bool:
+        return not math.isnan(x) and (x > low if low_open else x >= low) and (
+            x < high if high_open else x <= high)
+
+    if not inside(value):
         raise ValueError(
             f"{name} must be in {interval(low, high, low_open, high_open)} ({hint}; None = off), "
             f"got {value!r}"
+        )
+    with np.errstate(over="ignore", under="ignore"):
+        as_float32 = float(np.float32(value))
+    if not inside(as_float32):
+        tiny, huge = float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max)
+        raise ValueError(
+            f"{name} = {value!r} becomes {as_float32!r} in float32, the precision samplers "
+            f"compute in, which is outside {interval(low, high, low_open, high_open)}: use a "
+            f"value whose size is between {tiny:.3g} and {huge:.3g}"
         )
     return value
 

@@ -31,6 +31,11 @@ if TYPE_CHECKING:
 GenerateRows = Callable[..., "list[RowResult]"]
 
 
+def _prompt_tokens(rows: Sequence[RowSpec]) -> int:
+    """Tokens an engine prefills for these rows: each distinct prompt once."""
+    return sum(len(p) for p in {tuple(r.prompt_ids) for r in rows})
+
+
 class BatcherBusy(Exception):
     """The queue already holds ``max_queued_rows`` rows; the client should retry later."""
 
@@ -78,11 +83,14 @@ class Batcher:
         max_rows: most rows in one engine call; a job is never split across calls.
         max_queued_rows: rows allowed to wait; :meth:`submit` raises :class:`BatcherBusy`
             beyond it.
+        max_prompt_tokens: most prompt tokens one engine call prefills; a job over it alone
+            still runs (alone). None = no cap.
         generate_rows: the engine loop (a stand-in can be given in tests).
     """
 
     def __init__(self, model: Backend, *, window_s: float = 0.005, max_rows: int = 64,
-                 max_queued_rows: int = 1024, generate_rows: GenerateRows | None = None) -> None:
+                 max_queued_rows: int = 1024, max_prompt_tokens: int | None = None,
+                 generate_rows: GenerateRows | None = None) -> None:
         if generate_rows is None:
             from tempscope.generation import generate_rows as engine
 
@@ -91,6 +99,7 @@ class Batcher:
         self.window_s = window_s
         self.max_rows = max_rows
         self.max_queued_rows = max_queued_rows
+        self.max_prompt_tokens = max_prompt_tokens
         self._generate = generate_rows
         self._pending: collections.deque[Job] = collections.deque()
         self._wakeup = asyncio.Event()
@@ -164,7 +173,7 @@ class Batcher:
 
     def _take(self) -> list[Job]:
         batch: list[Job] = []
-        size = 0
+        size = prefill = 0
         while self._pending:
             job = self._pending[0]
             if job.cancelled.is_set():
@@ -173,8 +182,13 @@ class Batcher:
                 continue
             if batch and size + len(job.rows) > self.max_rows:
                 break
+            tokens = _prompt_tokens(job.rows)
+            if (batch and self.max_prompt_tokens is not None
+                    and prefill + tokens > self.max_prompt_tokens):
+                break  # a long prefill waits for the next engine call instead of growing this
             batch.append(self._pending.popleft())
             size += len(job.rows)
+            prefill += tokens
         return batch
 
     def _run(self, batch: list[Job]) -> None:

@@ -100,7 +100,10 @@ def prompt_ids(model: Backend, prompt: str | list[int], *, param: str = "prompt"
                ) -> list[int]:
     """Token ids of one prompt (text or ids); an empty prompt starts from BOS when there is one."""
     if isinstance(prompt, str):
-        ids = model.encode(prompt)
+        try:
+            ids = model.encode(prompt)
+        except ValueError as exc:  # text no tokenizer can encode (a lone surrogate)
+            raise APIError(400, str(exc), param=param, code="invalid_value") from None
     else:
         ids = list(prompt)
         bad = [t for t in ids if not 0 <= t < model.vocab_size]
@@ -141,7 +144,7 @@ def chat_ids(model: Backend, messages: Sequence[ChatMessage]) -> list[int]:
             raise APIError(400, str(exc), param="messages") from None
         return ids or prompt_ids(model, "")
     transcript = "".join(f"{m['role']}: {m['content']}\n" for m in convo) + "assistant:"
-    return prompt_ids(model, transcript)
+    return prompt_ids(model, transcript, param="messages")
 
 
 def check_lengths(model: Backend, limits: ServerLimits, ids: Sequence[int],
@@ -156,6 +159,17 @@ def check_lengths(model: Backend, limits: ServerLimits, ids: Sequence[int],
         raise APIError(400, f"the prompt ({len(ids)} tokens) plus max_tokens ({max_tokens}) "
                        f"is more than the model's context of {context} tokens; shorten the "
                        "prompt or lower max_tokens", param="max_tokens",
+                       code="context_length_exceeded")
+
+
+def check_request_prompts(encoded: Sequence[Sequence[int]], limits: ServerLimits) -> None:
+    """400 when one request's distinct prompts hold more tokens than the server prefills for
+    one request (each distinct prompt is prefilled once, whatever ``n``)."""
+    total = sum(len(p) for p in {tuple(p) for p in encoded})
+    if total > limits.max_request_prompt_tokens:
+        raise APIError(400, f"the prompts of this request hold {total} tokens; this server "
+                       f"takes at most {limits.max_request_prompt_tokens} per request: send "
+                       "fewer or shorter prompts", param="prompt",
                        code="context_length_exceeded")
 
 

@@ -3,13 +3,17 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("tempscope.server")
 
 _TYPES = {
     400: "invalid_request_error",
@@ -17,6 +21,7 @@ _TYPES = {
     403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
+    408: "invalid_request_error",
     413: "invalid_request_error",
     415: "invalid_request_error",
     429: "rate_limit_error",
@@ -58,6 +63,36 @@ def error_body(message: str, *, type: str = "invalid_request_error", param: str 
 def error_response(err: APIError) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
     return JSONResponse(err.body(), status_code=err.status, headers=headers)
+
+
+class ErrorDetail(BaseModel):
+    message: str  # what was wrong, the value given and what to do instead
+    type: str  # e.g. "invalid_request_error", "authentication_error", "server_error"
+    param: str | None = None  # the request field at fault
+    code: str | None = None  # e.g. "invalid_value", "context_length_exceeded"
+
+
+class ErrorResponse(BaseModel):
+    """The body of every error answer: OpenAI's shape."""
+
+    error: ErrorDetail
+
+
+_MEANING = {
+    400: "invalid request: a field is missing, of the wrong type or out of range",
+    401: "missing or incorrect API key (only when the server runs with --api-key)",
+    404: "unknown model",
+    408: "the request body stalled (a slow client)",
+    413: "request body larger than the server's limit",
+    429: "too many requests",
+    500: "internal error (logged by the server)",
+    503: "the server is busy: its queue is full; retry later",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` entries for these error statuses, all with :class:`ErrorResponse`."""
+    return {s: {"model": ErrorResponse, "description": _MEANING[s]} for s in statuses}
 
 
 def describe_validation(errors: Sequence[Any]) -> tuple[str, str | None]:
@@ -126,5 +161,7 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        # Logged once here, with its traceback; the client gets one line, no traceback.
+        log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
         return error_response(APIError(500, f"internal error: {type(exc).__name__}: {exc}",
                                        type="server_error"))

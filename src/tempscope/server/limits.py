@@ -18,6 +18,9 @@ class ServerLimits:
     max_rows: int = 32  # most rows (prompts x n) one request may start
     max_prompts: int = 16  # most prompts in one completions request
     max_prompt_tokens: int = 4096  # most prompt tokens (the model's context may cap it lower)
+    max_request_prompt_tokens: int = 8192  # most prompt tokens of all of one request's prompts
+    max_batch_prompt_tokens: int = 8192  # prompt tokens one engine call prefills (a request
+    # over it runs alone; requests are never split)
     max_body_bytes: int = 1_000_000  # request body size (413 above it)
     max_stop: int = 4  # most stop strings, as OpenAI allows
     max_stop_chars: int = 200  # longest stop string
@@ -27,3 +30,4 @@ class ServerLimits:
     max_batch_rows: int = 64  # most rows merged into one engine call
     batch_window_ms: float = 5.0  # how long the batcher waits to collect requests
     max_queued_rows: int = 1024  # rows waiting before new requests get a 503
+    body_timeout_s: float = 30.0  # a client that sends no body bytes for this long gets a 408

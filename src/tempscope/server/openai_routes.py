@@ -62,6 +62,7 @@ def _plan(st: ServerState, body: CompletionRequest | ChatCompletionRequest,
     params = convert.sampling_params(body, model.vocab_size)
     for ids in encoded:
         convert.check_lengths(model, limits, ids, max_tokens)
+    convert.check_request_prompts(encoded, limits)
     rows = [RowSpec(prompt_ids=ids, params=params, seed=derive_seed(body.seed, i),
                     max_new_tokens=max_tokens, stop=stops)
             for ids in encoded for i in range(body.n)]
@@ -144,6 +145,9 @@ def _streaming(gen: AsyncIterator[str]) -> StreamingResponse:
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
+DEFAULT_COMPLETION_TOKENS = 16  # OpenAI's max_tokens when a completions request sends none
+
+
 @router.post("/v1/completions", response_model=CompletionResponse)
 async def completions(body: CompletionRequest, request: Request
                       ) -> CompletionResponse | StreamingResponse:
@@ -152,7 +156,9 @@ async def completions(body: CompletionRequest, request: Request
     st.check_model(body.model)
     prompts = convert.completion_prompts(body.prompt)
     encoded = [convert.prompt_ids(st.model, p) for p in prompts]
-    max_tokens = body.max_tokens if body.max_tokens is not None else 16
+    # A default never exceeds the server's own cap: a request that sends none always fits.
+    max_tokens = (body.max_tokens if body.max_tokens is not None
+                  else min(DEFAULT_COMPLETION_TOKENS, st.limits.max_tokens))
     plan = _plan(st, body, encoded, max_tokens, body.stop, body.logprobs, "logprobs",
                  body.logprobs is not None)
     job = st.submit(plan.rows, top_alternatives=plan.top_logprobs, events=body.stream)
@@ -212,7 +218,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request
     if max_tokens is None:
         # No budget given: as much as the caps and the context leave.
         room = st.model.facts.context_length - len(ids)
-        max_tokens = max(1, min(st.limits.default_chat_max_tokens, room))
+        max_tokens = max(1, min(st.limits.default_chat_max_tokens, st.limits.max_tokens, room))
     plan = _plan(st, body, [ids], max_tokens, body.stop, body.top_logprobs, "top_logprobs",
                  body.logprobs)
     job = st.submit(plan.rows, top_alternatives=plan.top_logprobs, events=body.stream)

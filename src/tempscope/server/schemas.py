@@ -61,7 +61,8 @@ class CompletionRequest(SamplerFields):
 
     model: str
     prompt: str | list[str] | list[int] | list[list[int]]
-    max_tokens: int | None = Field(default=16, ge=1)
+    # None: 16 (OpenAI's default), or the server's --max-tokens cap when that is lower
+    max_tokens: int | None = Field(default=None, ge=1)
     n: int = Field(default=1, ge=1)
     best_of: int | None = Field(default=None, ge=1)
     stop: str | list[str] | None = None
