@@ -9,3 +9,8 @@ class TempscopeError(Exception):
 
 class ModelLoadError(TempscopeError):
     """A model could not be found, reached or loaded."""
+
+
+class EngineError(TempscopeError):
+    """An engine could not do what was asked (e.g. llama.cpp's KV cache is full): the message
+    says how to ask for less."""

@@ -53,6 +53,7 @@ __all__ = [
     "DEFAULT_TEMPERATURES",
     "SweepProgress",
     "builtin_prompts",
+    "check_grid",
     "open_run",
     "read_manifest",
     "read_prompts",
@@ -69,6 +70,9 @@ TOP_ALTERNATIVES = 10  # candidates kept per step: ranks up to 10 are exact
 SETTINGS = ("format", "model", "prompts", "temperatures", "configs", "n", "max_new_tokens",
             "seed", "chat", "judge")
 
+# What every line of samples.jsonl holds (and what resuming and the report read).
+RECORD_KEYS = frozenset({"prompt_index", "prompt", "config", "temperature", "sample_index",
+                         "seed", "text", "n_tokens", "finish_reason", "steps", "first_top"})
 CellKey = tuple[int, str, float]  # (prompt_index, config name, temperature)
 Record = dict[str, Any]
 
@@ -109,9 +113,17 @@ def read_prompts(path: str | os.PathLike[str]) -> list[str]:
     or, for ``.jsonl``, one JSON string or ``{"prompt": ...}`` object per line."""
     p = Path(path)
     try:
-        lines = p.read_text(encoding="utf-8").splitlines()
+        text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise TempscopeError(f"cannot read the prompts file {str(p)!r}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise TempscopeError(f"the prompts file {str(p)!r} is not UTF-8 text (byte "
+                             f"{exc.object[exc.start]:#04x} at offset {exc.start}): give a text "
+                             "file with one prompt per line, or a .jsonl file") from None
+    if "\x00" in text:
+        raise TempscopeError(f"the prompts file {str(p)!r} holds NUL bytes, so it is not text: "
+                             "give a text file with one prompt per line, or a .jsonl file")
+    lines = text.splitlines()
     if p.suffix.lower() != ".jsonl":
         prompts = _prompt_lines(lines)
     else:
@@ -191,8 +203,7 @@ def sweep(
         prompt_list = builtin_prompts()
     else:
         prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
-    _check_grid(prompt_list, temperatures, n, max_new_tokens, batch_rows)
-    temps = [check_temperature(t) for t in temperatures]
+    temps = check_grid(prompt_list, temperatures, n, max_new_tokens, batch_rows)
     config_map = dict(configs) if configs is not None else {"default": SamplingParams()}
     if not config_map:
         raise ValueError("configs is empty: give at least one named SamplingParams")
@@ -320,8 +331,10 @@ def _remote_batch(client: RemoteClient, prompts: Sequence[str],
     return out
 
 
-def _check_grid(prompts: Sequence[str], temperatures: Sequence[float], n: int,
-                max_new_tokens: int, batch_rows: int) -> None:
+def check_grid(prompts: Sequence[str], temperatures: Sequence[float], n: int,
+               max_new_tokens: int, batch_rows: int) -> list[float]:
+    """Check a sweep's settings without a model (what :func:`sweep` checks first); returns the
+    temperatures as floats. Raises ``ValueError`` naming the first bad setting."""
     if not prompts:
         raise ValueError("no prompts: give at least one (or prompts=None for the built-in set)")
     for i, p in enumerate(prompts):
@@ -335,6 +348,7 @@ def _check_grid(prompts: Sequence[str], temperatures: Sequence[float], n: int,
                         ("batch_rows", batch_rows)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{what} must be a whole number >= 1, got {value!r}")
+    return [check_temperature(t) for t in temperatures]
 
 
 def _encode(model: Backend, prompt: str, chat: bool) -> list[int]:
@@ -452,18 +466,29 @@ def open_run(run_dir: Path, manifest: Mapping[str, Any]) -> list[Record]:
 def read_manifest(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """The settings a sweep directory was made with."""
     path = Path(run_dir) / MANIFEST
+    fix = "restore it, or delete the directory and run the sweep again"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         raise TempscopeError(
             f"{Path(run_dir)} is not a sweep directory (no {MANIFEST}): run `tempscope sweep "
             "--out DIR` first"
         ) from None
-    except json.JSONDecodeError as exc:
-        raise TempscopeError(f"{path} is not valid JSON ({exc.msg}): delete the directory and "
-                             "run the sweep again") from None
+    except OSError as exc:
+        raise TempscopeError(f"cannot read {path}: {exc.strerror}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        why = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8 text"
+        raise TempscopeError(f"{path} is not valid JSON ({why}): {fix}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise TempscopeError(f"{path} is not a {FORMAT} manifest")
+        raise TempscopeError(f"{path} is not a {FORMAT} manifest: give a directory that "
+                             "`tempscope sweep --out` wrote")
+    for key, kind, what in (("n", int, "a whole number"), ("configs", dict, "an object"),
+                            ("temperatures", list, "a list"), ("prompts", list, "a list"),
+                            ("model", str, "a string")):
+        value = data.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise TempscopeError(f"{path} is damaged: {key!r} is {_short(value)}, not {what}; "
+                                 f"{fix}")
     return data
 
 
@@ -478,17 +503,23 @@ def read_records(run_dir: str | os.PathLike[str], *, complete_only: bool = True,
     path = Path(run_dir) / SAMPLES
     if not path.exists():
         return [], False
-    lines = path.read_text(encoding="utf-8").split("\n")
+    fix = "the file was edited or corrupted; delete the directory and run the sweep again"
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")
+    except OSError as exc:
+        raise TempscopeError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise TempscopeError(f"{path} is not UTF-8 text: {fix}") from None
     damaged = lines[-1] != ""  # a complete file ends with a newline
     records: list[Record] = []
     for number, line in enumerate(lines[:-1], start=1):
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
-            raise TempscopeError(
-                f"{path}:{number} is not valid JSON: the file was edited or corrupted; delete "
-                "the directory and run the sweep again"
-            ) from None
+            raise TempscopeError(f"{path}:{number} is not valid JSON: {fix}") from None
+        if not isinstance(record, dict) or not record.keys() >= RECORD_KEYS:
+            raise TempscopeError(f"{path}:{number} is not a sample record: {fix}")
+        records.append(record)
     if not complete_only:
         return records, damaged
     want = n if n is not None else int(read_manifest(run_dir)["n"])

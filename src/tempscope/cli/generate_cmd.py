@@ -15,7 +15,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from tempscope.cli.common import parse_float, print_table
+from tempscope.cli.common import parse_float, parse_seed, print_table
+from tempscope.cli.limits import MAX_NEW_TOKENS, MAX_ROWS, MAX_TOP, check_range, check_rows
 from tempscope.cli.model_args import add_model_arguments, load_from_args
 
 if TYPE_CHECKING:
@@ -59,9 +60,11 @@ def add_generation_arguments(p: argparse.ArgumentParser) -> None:
                    help="seed of the first sample at every temperature (default: random, "
                    "printed); the same seed gives the same text alone or in any batch")
     p.add_argument("--max-new-tokens", type=int, default=32, metavar="N",
-                   help="token budget per sample (default 32)")
+                   help="token budget per sample, at most the model's context less the prompt "
+                   "(default 32)")
     p.add_argument("--n", "--samples", dest="n", type=int, default=1, metavar="N",
-                   help="samples per temperature (default 1)")
+                   help=f"samples per temperature; temperatures x N at most {MAX_ROWS} "
+                   "(default 1)")
     p.add_argument("--stop", nargs="+", default=None, metavar="TEXT",
                    help="strings that end a sample (the text stops before them)")
     p.add_argument("--stop-at-newline", action="store_true",
@@ -71,7 +74,7 @@ def add_generation_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trace", action="store_true",
                    help="print every step: the text so far, the chosen token, its probability")
     p.add_argument("--top", type=int, default=3, metavar="K",
-                   help="alternatives shown per trace step (default 3)")
+                   help=f"alternatives shown per trace step, 0 to {MAX_TOP} (default 3)")
     p.add_argument("--json", action="store_true", help="print the samples as JSON")
     add_sampler_options(p)
 
@@ -87,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     if client is not None:
         return _run_remote(client, params, args, seed)
     model = load_from_args(args)
+    check_fits(model, args, rows=len(params) * args.n)
     samples = run_generation(model, args.prompt, params, args, seed=seed)
     return _show(samples, args, lambda: json.dumps([sample_dict(s) for s in samples], indent=2,
                                                    ensure_ascii=False))
@@ -136,21 +140,29 @@ def parse_options(args: argparse.Namespace) -> tuple[list[SamplingParams], int]:
     from tempscope.cli.options import params_from_args
     from tempscope.distribution import check_temperature
 
-    for value, name, low in ((args.max_new_tokens, "--max-new-tokens", 1),
-                             (args.n, "--n", 1), (args.top, "--top", 0)):
-        if value < low:
-            raise ValueError(f"{name} must be a whole number >= {low}, got {value}")
+    check_range(args.max_new_tokens, "--max-new-tokens", high=MAX_NEW_TOKENS)
+    check_range(args.n, "--n", high=MAX_ROWS)
+    check_range(args.top, "--top", low=0, high=MAX_TOP)
     temps = [check_temperature(parse_float(t, "temperature")) for t in args.temperatures]
+    check_rows(len(temps) * args.n, f"{len(temps)} temperature(s) x --n {args.n}",
+               f"use --n {max(1, MAX_ROWS // len(temps)):,} or less, or `tempscope sweep` for "
+               "a bigger study")
     params = [params_from_args(args, t) for t in temps]
     if args.seed is None:
         return params, secrets.randbelow(2**31)
-    try:
-        seed = int(args.seed)
-    except ValueError:
-        raise ValueError(f"--seed must be a whole number >= 0, got {args.seed!r}") from None
-    if seed < 0:
-        raise ValueError(f"--seed must be a whole number >= 0, got {args.seed!r}")
-    return params, seed
+    return params, parse_seed(args.seed)
+
+
+def check_fits(model: Any, args: argparse.Namespace, *, rows: int) -> None:
+    """After loading: the prompt and ``--max-new-tokens`` fit the model's context, and the
+    batch fits this machine's memory (:mod:`tempscope.cli.limits`)."""
+    from tempscope.cli.limits import check_context, check_memory, step_bytes
+
+    prompt_tokens = len(model.encode(args.prompt, chat=args.chat))
+    check_context(model, prompt_tokens, args.max_new_tokens)
+    check_memory(model, session_rows=rows, tokens_per_row=prompt_tokens + args.max_new_tokens,
+                 host_bytes=rows * args.max_new_tokens * step_bytes(max(args.top, 1)),
+                 option="--n", value=args.n)
 
 
 def run_generation(model: Any, prompt: str, params: list[SamplingParams],

@@ -10,7 +10,7 @@ import json
 import math
 from typing import TYPE_CHECKING
 
-from tempscope.cli.common import parse_float, print_table
+from tempscope.cli.common import check_output_file, parse_float, parse_seed, print_table
 from tempscope.cli.model_args import add_model_arguments, load_from_args
 from tempscope.cli.options import add_sampler_options, params_from_args, samplers_used
 from tempscope.cli.remote_options import add_remote_options, client_from_args, print_next
@@ -63,9 +63,9 @@ def parse_options(args: argparse.Namespace) -> tuple[list[float], int, int | Non
                          "tempscope next \"The cat slept on the\"")
     temps = [check_temperature(parse_float(t, "temperature")) for t in args.temperatures]
     top = _whole(args.top, "--top", minimum=1)
-    seed = None if args.seed is None else _whole(args.seed, "--seed", minimum=0)
-    if args.plot and not str(args.plot).lower().endswith(".png"):
-        raise ValueError(f"--plot must name a .png file, got {args.plot!r}")
+    seed = None if args.seed is None else parse_seed(args.seed)
+    if args.plot is not None:
+        check_output_file(args.plot, "--plot", suffix=".png")
     return temps, top, seed
 
 

@@ -6,7 +6,7 @@ import argparse
 import json
 import math
 
-from tempscope.cli.common import parse_float, print_table
+from tempscope.cli.common import check_output_file, parse_float, print_table
 from tempscope.cli.options import add_sampler_options, params_from_args, samplers_used
 from tempscope.table import TokenDistribution, temperature_table
 
@@ -41,9 +41,17 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("no logits given: try `tempscope softmax 2 4 3`")
     logits = [parse_float(v, "logit") for v in raw]
     temperatures = [parse_float(v, "temperature") for v in args.temperatures]
-    dists = temperature_table(logits, temperatures, words=args.words)
-    if samplers_used(args):
-        return _run_samplers(args, dists)
+    if args.plot is not None:
+        check_output_file(args.plot, "--plot", suffix=".png")
+    import numpy as np
+
+    # (l - max) / T overflows to -inf at extreme logits and tiny T (1e38, -1e38, T = 1e-300):
+    # exactly the probability 0 it stands for, so numpy's warning is noise here.
+    with np.errstate(over="ignore"):
+        dists = temperature_table(logits, temperatures, words=args.words)
+        if samplers_used(args):
+            _check_float32(logits)
+            return _run_samplers(args, dists)
 
     if args.json:
         print(json.dumps([d.to_dict() for d in dists], indent=2))
@@ -65,6 +73,15 @@ def run(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"plot written to {args.plot}")
     return 0
+
+
+def _check_float32(logits: list[float]) -> None:
+    """The samplers run in float32: a logit beyond its range would silently become inf."""
+    limit = 3.4028234663852886e38  # float32's largest finite number
+    for x in logits:
+        if math.isfinite(x) and abs(x) > limit:
+            raise ValueError(f"logit {x:g} is beyond float32's range (±{limit:.4g}), in which the "
+                             "samplers compute: give logits within it")
 
 
 def _numbers(d: TokenDistribution) -> str:

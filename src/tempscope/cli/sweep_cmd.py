@@ -14,6 +14,8 @@ import re
 import sys
 from typing import TYPE_CHECKING, Any
 
+from tempscope.cli.common import check_output_dir, parse_seed
+from tempscope.cli.limits import MAX_NEW_TOKENS, MAX_ROWS, check_range, check_rows
 from tempscope.cli.model_args import add_model_arguments, load_from_args
 
 if TYPE_CHECKING:
@@ -44,7 +46,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    default=DEFAULT_TEMPERATURES, metavar="T",
                    help="temperatures to sweep (default 0 0.3 0.7 1 1.5 2)")
     p.add_argument("--n", "--samples", dest="n", type=int, default=8, metavar="N",
-                   help="samples per prompt, config and temperature (default 8)")
+                   help="samples per prompt, config and temperature; one prompt's configs x "
+                   f"temperatures x N (T = 0 counts once) at most {MAX_ROWS} (default 8)")
     p.add_argument("--max-new-tokens", type=int, default=48, metavar="N",
                    help="token budget per sample (default 48)")
     p.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
@@ -56,7 +59,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="a second model that scores every sample's log-likelihood")
     p.add_argument("--chat", action="store_true", help="wrap prompts in the chat template")
     p.add_argument("--batch-rows", type=int, default=64, metavar="R",
-                   help="rows decoded together per model call (default 64)")
+                   help=f"rows decoded together per model call, at most {MAX_ROWS} "
+                   "(default 64)")
     p.add_argument("--out", required=True, metavar="DIR", help="where results go (resumable)")
     add_model_arguments(p)
     _add_sampler_options(p)
@@ -73,8 +77,11 @@ def _add_sampler_options(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tempscope.study import builtin_prompts, read_prompts
+    from tempscope.study import MANIFEST, builtin_prompts, check_grid, read_manifest, read_prompts
 
+    out = check_output_dir(args.out, "--out")
+    if (out / MANIFEST).exists():  # resuming: a damaged run folder is named before any loading
+        read_manifest(out)
     if args.prompt_texts:
         prompts = list(args.prompt_texts)
     elif args.prompts:
@@ -85,17 +92,28 @@ def run(args: argparse.Namespace) -> int:
         if args.limit < 1:
             raise ValueError(f"--limit must be >= 1 prompt, got {args.limit}")
         prompts = prompts[: args.limit]
-    temperatures = [_number(t, "--temperatures") for t in args.temperatures]
+    check_range(args.n, "--n", high=MAX_ROWS)
+    check_range(args.max_new_tokens, "--max-new-tokens", high=MAX_NEW_TOKENS)
+    check_range(args.batch_rows, "--batch-rows", high=MAX_ROWS)
+    parse_seed(str(args.seed))
+    temperatures = check_grid(prompts, [_number(t, "--temperatures") for t in args.temperatures],
+                              args.n, args.max_new_tokens, args.batch_rows)
     base = _base_params(args)
     configs = parse_configs(args.configs or [], base)
+    block = len(configs) * sum(1 if t == 0 else args.n for t in temperatures)
+    check_rows(block, f"one prompt's {len(configs)} config(s) x {len(temperatures)} "
+               f"temperature(s) x --n {args.n}",
+               "use a smaller --n, or fewer temperatures or configs")
     from tempscope.cli.remote_options import client_from_args, warn_ignored, warn_stats
 
     client = client_from_args(args)
     model: Any = client if client is not None else load_from_args(args)
-    if client is not None:
+    if client is None:
+        _check_fits(model, prompts, args, block=block, total=block * len(prompts))
+    else:
         from tempscope.remote_engine import check_settings
 
-        found = check_settings(client, configs or {"default": base})
+        found = check_settings(client, configs)
         warn_ignored(found["ignored"], found["refused"])
     judge = None
     if args.judge is not None:
@@ -121,6 +139,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_fits(model: Any, prompts: list[str], args: argparse.Namespace, *, block: int,
+                total: int) -> None:
+    """After loading: the longest prompt and --max-new-tokens fit the context, and a batch
+    plus the records kept fit this machine's memory (:mod:`tempscope.cli.limits`)."""
+    from tempscope.cli.limits import RECORD_BYTES, check_context, check_memory, step_bytes
+    from tempscope.study import TOP_ALTERNATIVES
+
+    longest = max(len(model.encode(p, chat=args.chat)) for p in prompts)
+    check_context(model, longest, args.max_new_tokens)
+    batch = min(total, max(block, args.batch_rows // block * block))  # rows per model call
+    check_memory(model, session_rows=batch, tokens_per_row=longest + args.max_new_tokens,
+                 host_bytes=args.max_new_tokens * (batch * step_bytes(TOP_ALTERNATIVES)
+                                                   + total * RECORD_BYTES),
+                 option="--n", value=args.n)
+
+
 def _number(text: str, what: str) -> float:
     from tempscope.cli.common import parse_float
 
@@ -137,12 +171,12 @@ def _base_params(args: argparse.Namespace) -> SamplingParams:
 _SPLIT = re.compile(r",(?=\s*[A-Za-z_][A-Za-z0-9_]*\s*=)")  # commas that start a new key
 
 
-def parse_configs(specs: list[str], base: SamplingParams) -> dict[str, SamplingParams] | None:
+def parse_configs(specs: list[str], base: SamplingParams) -> dict[str, SamplingParams]:
     """``NAME:key=val,key=val`` specs -> named params, each starting from ``base``.
 
     Values: a number or word as typed (``none`` = off), ``a|b`` for a list (``order``), or JSON
     (``logit_bias={"50256": -100}``). ``temperature`` is not allowed (the sweep sets it).
-    ``None`` when no spec is given: one config, ``default``, = ``base``.
+    No spec gives one config, ``default``, = ``base``.
     """
     import json
 
@@ -175,11 +209,20 @@ def parse_configs(specs: list[str], base: SamplingParams) -> dict[str, SamplingP
             if raw.lower() in ("none", "off", "null"):
                 value = None
             elif raw[:1] in "[{":
-                value = json.loads(raw)
+                try:
+                    value = json.loads(raw)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"--config {spec!r}: {key}={raw} is not JSON ({exc.msg}); "
+                                     'e.g. logit_bias={"50256": -100}') from None
             elif "|" in raw:
                 value = raw.split("|")
             values[key] = value
-        configs[name] = SamplingParams.model_validate(values)
+        try:
+            # SamplingParams(**...) reports one line naming the setting, the value and its
+            # range; model_validate would print pydantic's multi-line report.
+            configs[name] = SamplingParams(**values)
+        except ValueError as exc:
+            raise ValueError(f"--config {spec!r}: {exc}") from None
     return configs
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from tempscope.cli.common import parse_seed
+from tempscope.cli.limits import MAX_NEW_TOKENS, MAX_TOP, check_context, check_range
 from tempscope.cli.model_args import add_model_arguments, load_from_args
 
 WORDS = ["ceiling", "floor", "mat", "car", "grass"]
@@ -49,9 +51,9 @@ def _heading(number: int, title: str, command: str) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.prompt == "":
         raise ValueError("--prompt is empty: give some text, e.g. --prompt \"The cat sat\"")
-    if args.max_new_tokens < 1 or args.top < 1 or args.seed < 0:
-        raise ValueError("--max-new-tokens and --top must be >= 1 and --seed >= 0, got "
-                         f"{args.max_new_tokens}, {args.top}, {args.seed}")
+    check_range(args.max_new_tokens, "--max-new-tokens", high=MAX_NEW_TOKENS)
+    check_range(args.top, "--top", high=MAX_TOP)
+    parse_seed(str(args.seed))
     start = time.perf_counter()
     from tempscope.cli.softmax import _print_distribution
     from tempscope.table import temperature_table
@@ -63,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         _print_distribution(dist)
 
     model = load_from_args(args)
+    check_context(model, len(model.encode(args.prompt)), args.max_new_tokens)
     facts = model.facts
     print()
     print(f"model: {facts.name} on the {model.engine} engine ({facts.device}, {facts.dtype}, "

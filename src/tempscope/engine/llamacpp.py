@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from tempscope.engine.backend import Cancelled, EngineName, ModelFacts, check_text
-from tempscope.errors import ModelLoadError
+from tempscope.errors import EngineError, ModelLoadError
 
 T = TypeVar("T")
 
@@ -166,7 +166,7 @@ class LlamaCppModel:
             self._ctx = self._internals.LlamaContext(model=self._model, params=params,
                                                      verbose=False)
         except ValueError:
-            raise RuntimeError(
+            raise EngineError(
                 f"llama.cpp could not make a context of {want} cells (the model's own context "
                 f"is {train}); use fewer rows or shorter prompts") from None
         self._cells = want
@@ -319,7 +319,7 @@ class LlamaCppModel:
                 batch.n_tokens = len(chunk)
                 code = lib.llama_decode(ctx.ctx, batch)
                 if code != 0:
-                    raise RuntimeError(
+                    raise EngineError(
                         f"llama_decode failed (code {code}): the KV cache is full or the "
                         "input is invalid; use fewer rows or shorter prompts")
                 if wanted:
@@ -381,7 +381,8 @@ class LlamaCppSession:
     def __init__(self, model: LlamaCppModel, prompts: Sequence[Sequence[int]],
                  budget: int, should_stop: Callable[[], bool] | None) -> None:
         if model._session_open:
-            raise RuntimeError("this llama.cpp model already has an open decoding session")
+            raise EngineError("this llama.cpp model already has an open decoding session: "
+                              "finish or close it first")
         self._model = model
         unique: dict[tuple[int, ...], int] = {}
         owner = [unique.setdefault(tuple(int(t) for t in p), len(unique)) for p in prompts]
