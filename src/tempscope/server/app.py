@@ -110,16 +110,25 @@ def create_app(model: Backend, *, api_key: str | None = None,
                 "limits": dataclasses.asdict(st.limits), "auth": st.api_key is not None}
 
     def openapi() -> dict[str, Any]:
-        """FastAPI's spec, minus the 422 it lists for every body: this server answers a
-        validation error with a 400 in the OpenAI shape, which the spec lists instead."""
+        """FastAPI's spec, minus the 422 it lists for every body (this server answers a
+        validation error with a 400 in the OpenAI shape, which the spec lists instead), plus
+        the schemas of stream chunks."""
         if app.openapi_schema is None:
             spec = get_openapi(title=app.title, version=app.version,
                                description=app.description, routes=app.routes)
             for path in spec.get("paths", {}).values():
                 for op in path.values():
                     op.get("responses", {}).pop("422", None)
+            schemas = spec.setdefault("components", {}).setdefault("schemas", {})
             for name in ("HTTPValidationError", "ValidationError"):
-                spec.get("components", {}).get("schemas", {}).pop(name, None)
+                schemas.pop(name, None)
+            # Stream chunks are no route's response_model: add what their events refer to.
+            for chunk in openai_routes.STREAM_CHUNKS:
+                full = chunk.model_json_schema(mode="serialization",
+                                               ref_template="#/components/schemas/{model}")
+                for sub, definition in full.pop("$defs", {}).items():
+                    schemas.setdefault(sub, definition)
+                schemas.setdefault(chunk.__name__, full)
             app.openapi_schema = spec
         return app.openapi_schema
 

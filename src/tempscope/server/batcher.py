@@ -131,7 +131,7 @@ class Batcher:
         """Cancel every job and stop the worker."""
         for job in [*self._pending, *self._running]:
             job.cancel()
-            job._put(Done(None, RuntimeError("the server is shutting down")))
+            job._put(Done(None, BatcherBusy("the server is shutting down; retry in a moment")))
         self._pending.clear()
         if self._task is not None:
             self._task.cancel()

@@ -4,6 +4,7 @@ OpenAI logprobs objects. The only place the server translates between the two wo
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 
 # What the OpenAI API reports for a token of probability 0 (JSON has no -inf).
 NEG_INF_LOGPROB = -9999.0
+
+_TOKEN_ID = re.compile(r"-?[0-9]+")
 
 # Request field -> SamplingParams field, where the names differ.
 _RENAMED = {"sampler_order": "order"}
@@ -81,13 +84,17 @@ def _param_named(message: str) -> str | None:
 def _logit_bias(bias: dict[str, float], vocab_size: int) -> dict[int, float]:
     out: dict[int, float] = {}
     for key, value in bias.items():
+        shown = key if len(key) <= 40 else key[:37] + "..."
+        # Digits only: int() would also take " 7", "7_0" and "٧" (an Arabic-Indic seven).
+        if not _TOKEN_ID.fullmatch(key):
+            raise APIError(400, f"logit_bias keys must be token ids written in digits, got "
+                           f"{shown!r}", param="logit_bias", code="invalid_value")
         try:
             token = int(key)
-        except ValueError:
-            raise APIError(400, f"logit_bias keys must be token ids, got {key!r}",
-                           param="logit_bias", code="invalid_value") from None
+        except ValueError:  # over Python's 4300 digits: far outside any vocabulary
+            token = vocab_size
         if not 0 <= token < vocab_size:
-            raise APIError(400, f"logit_bias token id {token} is outside the vocabulary "
+            raise APIError(400, f"logit_bias token id {shown} is outside the vocabulary "
                            f"(0..{vocab_size - 1})", param="logit_bias", code="invalid_value")
         if not -100 <= value <= 100:
             raise APIError(400, f"logit_bias values must be in [-100, 100], got {value} for "
@@ -106,10 +113,11 @@ def prompt_ids(model: Backend, prompt: str | list[int], *, param: str = "prompt"
             raise APIError(400, str(exc), param=param, code="invalid_value") from None
     else:
         ids = list(prompt)
-        bad = [t for t in ids if not 0 <= t < model.vocab_size]
-        if bad:
-            raise APIError(400, f"token id {bad[0]} is outside the vocabulary "
-                           f"(0..{model.vocab_size - 1})", param=param, code="invalid_value")
+        vocab = model.vocab_size  # a property that walks the model: read it once, not per id
+        bad = next((t for t in ids if not 0 <= t < vocab), None)
+        if bad is not None:
+            raise APIError(400, f"token id {bad} is outside the vocabulary (0..{vocab - 1})",
+                           param=param, code="invalid_value")
     if not ids:
         bos = model.bos_token_id
         if bos is None:
@@ -132,29 +140,73 @@ def completion_prompts(prompt: str | list[str] | list[int] | list[list[int]]
     return list(prompt)  # type: ignore[arg-type]
 
 
-def chat_ids(model: Backend, messages: Sequence[ChatMessage]) -> list[int]:
+def chat_ids(model: Backend, messages: Sequence[ChatMessage], limits: ServerLimits, *,
+             param: str = "messages") -> list[int]:
     """Token ids of a conversation with the generation prompt: the model's chat template when
-    it has one, else a plain ``role: text`` transcript ending in ``assistant:``."""
+    it has one, else a plain ``role: text`` transcript ending in ``assistant:``.
+
+    ``param`` names the request field the messages came from, for errors.
+    """
+    if len(messages) > limits.max_prompt_tokens:
+        raise APIError(400, f"{len(messages)} messages; every message takes at least one "
+                       f"token and this server takes at most {limits.max_prompt_tokens} prompt "
+                       "tokens: send fewer", param=param, code="context_length_exceeded")
     convo = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
              for m in messages]
+    for i, m in enumerate(convo):  # name the message, not a place in the rendered template
+        check_text(m["content"], f"messages[{i}].content" if param == "messages" else param,
+                   param=param)
+    check_chars(["".join(m["content"] for m in convo)], limits, param=param)
     if model.has_chat_template:
         try:
             ids = model.encode_chat(convo)
         except ValueError as exc:
-            raise APIError(400, str(exc), param="messages") from None
+            raise APIError(400, str(exc), param=param) from None
         return ids or prompt_ids(model, "")
     transcript = "".join(f"{m['role']}: {m['content']}\n" for m in convo) + "assistant:"
-    return prompt_ids(model, transcript, param="messages")
+    return prompt_ids(model, transcript, param=param)
+
+
+def check_text(text: str, what: str, *, param: str) -> str:
+    """400 naming ``param`` when ``text`` holds a lone surrogate (valid JSON, no valid text)."""
+    from tempscope.engine.backend import check_text as library_check
+
+    try:
+        return library_check(text, what)
+    except ValueError as exc:
+        raise APIError(400, str(exc), param=param, code="invalid_value") from None
+
+
+def check_chars(texts: Sequence[str], limits: ServerLimits, *, param: str) -> None:
+    """400 before tokenizing when the text is far longer than the token caps could take (see
+    :attr:`ServerLimits.prompt_chars_per_token`)."""
+    per = limits.prompt_chars_per_token
+    checks = [(len(t), limits.max_prompt_tokens, "the prompt has") for t in texts]
+    checks.append((sum(map(len, texts)), limits.max_request_prompt_tokens,
+                   "the prompts of this request have"))
+    for chars, tokens, what in checks:
+        if chars > tokens * per:
+            raise APIError(400, f"{what} {chars} characters; this server tokenizes at most "
+                           f"{tokens * per} ({tokens} tokens x {per} characters): send "
+                           "shorter text", param=param, code="context_length_exceeded")
 
 
 def check_lengths(model: Backend, limits: ServerLimits, ids: Sequence[int],
-                  max_tokens: int) -> None:
-    """400 when the prompt or prompt + max_tokens does not fit the caps and the context."""
+                  max_tokens: int, *, param: str = "prompt") -> None:
+    """400 when the prompt or prompt + max_tokens does not fit the caps and the context.
+
+    ``param`` names the field the prompt came from; a prompt that leaves no room for even one
+    new token is its fault, not ``max_tokens``'.
+    """
     context = model.facts.context_length
     if len(ids) > limits.max_prompt_tokens:
         raise APIError(400, f"the prompt has {len(ids)} tokens; this server takes at most "
-                       f"{limits.max_prompt_tokens}", param="prompt",
+                       f"{limits.max_prompt_tokens}", param=param,
                        code="context_length_exceeded")
+    if len(ids) >= context:
+        raise APIError(400, f"the prompt has {len(ids)} tokens, which fills the model's "
+                       f"context of {context} tokens and leaves no room for a new one; shorten "
+                       "it", param=param, code="context_length_exceeded")
     if len(ids) + max_tokens > context:
         raise APIError(400, f"the prompt ({len(ids)} tokens) plus max_tokens ({max_tokens}) "
                        f"is more than the model's context of {context} tokens; shorten the "
@@ -197,10 +249,12 @@ def stop_list(stop: str | list[str] | None, limits: ServerLimits) -> list[str]:
     if len(stops) > limits.max_stop:
         raise APIError(400, f"{len(stops)} stop strings; at most {limits.max_stop}",
                        param="stop", code="invalid_value")
-    for s in stops:
+    for i, s in enumerate(stops):
         if len(s) > limits.max_stop_chars:
             raise APIError(400, f"a stop string has {len(s)} characters; at most "
                            f"{limits.max_stop_chars}", param="stop", code="invalid_value")
+        # Generated text never holds a lone surrogate: such a stop string could never match.
+        check_text(s, "stop" if isinstance(stop, str) else f"stop[{i}]", param="stop")
     return [s for s in stops if s]
 
 

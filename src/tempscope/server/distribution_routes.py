@@ -57,8 +57,9 @@ async def distribution(body: DistributionRequest, request: Request) -> Distribut
     # Validate every parameter set before touching the model.
     params = [convert.sampling_params(body, st.model.vocab_size, temperature=t)
               for t in body.temperatures]
-    ids = (convert.chat_ids(st.model, [_user(body.prompt)]) if body.chat
-           else convert.prompt_ids(st.model, body.prompt))
+    convert.check_chars([body.prompt], limits, param="prompt")
+    ids = (convert.chat_ids(st.model, [_user(body.prompt)], limits, param="prompt")
+           if body.chat else convert.prompt_ids(st.model, body.prompt))
     convert.check_lengths(st.model, limits, ids, 1)
     async with st.model_slots:
         return await asyncio.to_thread(_compute, st, body, ids, params)

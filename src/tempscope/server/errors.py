@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -95,19 +96,30 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: {"model": ErrorResponse, "description": _MEANING[s]} for s in statuses}
 
 
-def describe_validation(errors: Sequence[Any]) -> tuple[str, str | None]:
+def describe_validation(errors: Sequence[Any], *, content_type: str | None = None
+                        ) -> tuple[str, str | None]:
     """Turn pydantic/FastAPI validation errors into one readable message and the first param.
+
+    A field that takes one of several shapes (``prompt``: a string or lists) fails once per
+    shape; those failures become one sentence naming the field, not pydantic's branch names.
 
     >>> describe_validation([{"loc": ("body", "n"), "msg": "Input should be greater than 0",
     ...                       "input": -1, "type": "greater_than"}])
     ('n: Input should be greater than 0 (got -1)', 'n')
+    >>> describe_validation([
+    ...     {"loc": ("body", "stop", "str"), "msg": "Input should be a valid string",
+    ...      "input": 5, "type": "string_type"},
+    ...     {"loc": ("body", "stop", "list[str]"), "msg": "Input should be a valid list",
+    ...      "input": 5, "type": "list_type"}])
+    ('stop: expected a string or a list of strings (got 5)', 'stop')
     """
     parts: list[str] = []
     first_param: str | None = None
-    for err in errors:
+    for err in _merge_union_branches(errors):
         loc = [str(x) for x in err.get("loc", ()) if x != "body"]
         param = ".".join(loc) or None
         kind = err.get("type", "")
+        given = err.get("input")
         if kind == "json_invalid":
             ctx = err.get("ctx") or {}
             parts.append(f"the request body is not valid JSON ({ctx.get('error', 'parse error')}); "
@@ -118,22 +130,98 @@ def describe_validation(errors: Sequence[Any]) -> tuple[str, str | None]:
                          "/docs for the fields this route takes)")
         elif kind == "missing" and param is None:
             parts.append("the request body is missing: send a JSON object")
+        elif param is None and isinstance(given, bytes | bytearray):
+            # FastAPI hands over the raw bytes of a body whose Content-Type is not JSON.
+            parts.append(f"the request body must be JSON sent with Content-Type: "
+                         f"application/json, got Content-Type: {(content_type or '(none)')[:80]}")
         elif kind == "model_attributes_type" or (kind == "dict_type" and param is None):
-            parts.append(f"the request body must be a JSON object, got {_short(err.get('input'))}")
+            where = f"{param} must be" if param else "the request body must be"
+            parts.append(f"{where} a JSON object, got {_short(given)}")
+        elif kind == "union_mismatch":
+            parts.append(f"{param}: expected {err['msg']} (got {_short(given)})")
         else:
             msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
             where = f"{param}: " if param else ""
-            got = "" if kind in ("missing", "value_error") else (
-                f" (got {_short(err.get('input'))})")
+            got = "" if kind in ("missing", "value_error") else f" (got {_short(given)})"
             parts.append(f"{where}{msg}{got}")
         if first_param is None:
             first_param = param
     return "; ".join(parts) or "invalid request", first_param
 
 
+# A loc segment naming a branch of a union field (``str``, ``list[int]``,
+# ``list[function-after[_text_only(), ContentPart]]``) rather than a field, index or key. A
+# user's dict key spelled like one (logit_bias {"str": ...}) loses only that last segment.
+_BRANCH = re.compile(r"^(str|int|float|bool|none|[\w-]+\[.*\])$")
+
+
+def _merge_union_branches(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """Errors with union branches folded: when exactly one branch got past the outer shape
+    (a list whose third item is wrong), its errors, at the field's own path; otherwise one
+    ``union_mismatch`` error whose ``msg`` lists the accepted shapes."""
+    out: list[dict[str, Any]] = []
+    unions: dict[tuple[Any, ...], list[tuple[str, dict[str, Any]]]] = {}
+    for err in errors:
+        loc = tuple(err.get("loc", ()))
+        at = next((i for i, x in enumerate(loc) if isinstance(x, str) and _BRANCH.match(x)),
+                  None)
+        if at is None:
+            out.append(err)
+            continue
+        field, branch = loc[:at], loc[at]
+        if field not in unions:
+            unions[field] = []
+            out.append({"loc": field, "type": "_union"})  # holds the place of the field
+        unions[field].append((branch, {**err, "loc": field + loc[at + 1:]}))
+    merged: list[dict[str, Any]] = []
+    for err in out:
+        if err.get("type") != "_union":
+            merged.append(err)
+            continue
+        field = err["loc"]
+        branches = unions[field]
+        deep = {b for b, e in branches if len(e["loc"]) > len(field)}
+        if len(deep) == 1:
+            merged.extend(_merge_union_branches([e for b, e in branches if b in deep]))
+            continue
+        names = list(dict.fromkeys(_shape(b) for b, _ in branches))
+        given = next((e.get("input") for _, e in branches if len(e["loc"]) == len(field)),
+                     branches[0][1].get("input"))
+        accepted = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+        merged.append({"loc": field, "type": "union_mismatch", "msg": accepted,
+                       "input": given})
+    return merged
+
+
+_SHAPES = {"str": ("a string", "strings"), "int": ("an integer", "integers"),
+           "float": ("a number", "numbers"), "bool": ("true or false", "booleans")}
+
+
+def _shape(branch: str, plural: bool = False) -> str:
+    """``list[list[int]]`` -> ``a list of lists of integers``; a model -> an object."""
+    if branch in _SHAPES:
+        return _SHAPES[branch][plural]
+    if branch.startswith("list[") and branch.endswith("]"):
+        return ("lists of " if plural else "a list of ") + _shape(branch[5:-1], plural=True)
+    return "objects" if plural else "an object"
+
+
 def _short(value: Any, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _unparsable(cause: BaseException) -> str:
+    """Why a body FastAPI could not read as JSON failed, in words (it says only "There was an
+    error parsing the body")."""
+    if isinstance(cause, UnicodeDecodeError):
+        why = f"it is not UTF-8 text (byte {cause.object[cause.start]:#04x} at {cause.start})"
+    elif isinstance(cause, RecursionError):
+        why = "its arrays or objects nest too deeply"
+    else:
+        why = f"{type(cause).__name__}: {str(cause)[:160]}"
+    return (f"the request body could not be parsed as JSON: {why}; send a JSON object, UTF-8 "
+            "encoded, with Content-Type: application/json")
 
 
 def install_handlers(app: FastAPI) -> None:
@@ -145,7 +233,8 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        message, param = describe_validation(exc.errors())
+        message, param = describe_validation(exc.errors(),
+                                             content_type=request.headers.get("content-type"))
         return error_response(APIError(400, message, param=param, code="invalid_value"))
 
     @app.exception_handler(StarletteHTTPException)
@@ -155,6 +244,8 @@ def install_handlers(app: FastAPI) -> None:
                        "(see /docs)")
         elif exc.status_code == 405:
             message = f"method {request.method} is not allowed on {request.url.path}"
+        elif exc.status_code == 400 and exc.__cause__ is not None:
+            message = _unparsable(exc.__cause__)
         else:
             message = str(exc.detail)
         return error_response(APIError(exc.status_code, message))

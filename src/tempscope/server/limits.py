@@ -19,6 +19,10 @@ class ServerLimits:
     max_prompts: int = 16  # most prompts in one completions request
     max_prompt_tokens: int = 4096  # most prompt tokens (the model's context may cap it lower)
     max_request_prompt_tokens: int = 8192  # most prompt tokens of all of one request's prompts
+    # Text longer than the token caps x this many characters is refused before it is
+    # tokenized: real text runs 3-6 characters a token, and a tokenizer can take quadratic
+    # time on pathological text (llama.cpp: 21 s for 90,000 copies of "<|im_end|>").
+    prompt_chars_per_token: int = 32
     max_batch_prompt_tokens: int = 8192  # prompt tokens one engine call prefills (a request
     # over it runs alone; requests are never split)
     max_body_bytes: int = 1_000_000  # request body size (413 above it)

@@ -8,14 +8,14 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from tempscope.server import convert
-from tempscope.server.batcher import Done, Job
+from tempscope.server.batcher import BatcherBusy, Done, Job
 from tempscope.server.errors import APIError
 from tempscope.server.responses import (
     ChatChoice,
@@ -51,17 +51,19 @@ class _Plan:
 
 def _plan(st: ServerState, body: CompletionRequest | ChatCompletionRequest,
           encoded: list[list[int]], max_tokens: int, stop: str | list[str] | None,
-          top_logprobs: int | None, logprobs_param: str, want_logprobs: bool) -> _Plan:
+          top_logprobs: int | None, logprobs_param: str, want_logprobs: bool,
+          prompt_param: str) -> _Plan:
+    """Every check that needs the token ids, then the rows; the counts were checked before
+    anything was encoded (:func:`convert.check_n`)."""
     from tempscope.generation import RowSpec, derive_seed
 
     model, limits = st.model, st.limits
-    convert.check_n(body.n, len(encoded), limits)
     convert.check_max_tokens(max_tokens, limits)
     stops = convert.stop_list(stop, limits)
     k = convert.check_top_logprobs(top_logprobs, limits, logprobs_param)
     params = convert.sampling_params(body, model.vocab_size)
     for ids in encoded:
-        convert.check_lengths(model, limits, ids, max_tokens)
+        convert.check_lengths(model, limits, ids, max_tokens, param=prompt_param)
     convert.check_request_prompts(encoded, limits)
     rows = [RowSpec(prompt_ids=ids, params=params, seed=derive_seed(body.seed, i),
                     max_new_tokens=max_tokens, stop=stops)
@@ -76,30 +78,45 @@ def _usage(plan: _Plan, results: Sequence[RowResult]) -> Usage:
                  total_tokens=plan.prompt_tokens + completion)
 
 
+async def _next(job: Job, request: Request) -> tuple[int, StepEvent] | Done:
+    """The job's next queue item; a client that disconnects meanwhile cancels the job."""
+    while True:
+        try:
+            return await asyncio.wait_for(job.queue.get(), timeout=0.25)
+        except TimeoutError:
+            if await request.is_disconnected():
+                job.cancel()
+                raise APIError(499, "client disconnected") from None
+
+
 async def _results(job: Job, request: Request) -> list[RowResult]:
-    """Wait for a job's results; cancel it if the client disconnects meanwhile."""
-    loop = asyncio.get_running_loop()
-    next_check = loop.time() + 0.25
+    """Wait for a job's results (a non-streaming job queues nothing before its Done)."""
     try:
-        while True:
-            try:
-                item = await asyncio.wait_for(job.queue.get(), timeout=0.25)
-            except TimeoutError:
-                item = None
-            if isinstance(item, Done):
-                return _unwrap(item)
-            # Look at the clock, not only at timeouts: other items may keep the queue busy.
-            if loop.time() >= next_check:
-                next_check = loop.time() + 0.25
-                if await request.is_disconnected():
-                    job.cancel()
-                    raise APIError(499, "client disconnected")
+        while not isinstance(item := await _next(job, request), Done):
+            pass
+        return _unwrap(item)
     finally:
         job.cancel()  # a no-op when the job finished; stops its rows otherwise
 
 
+async def _first(job: Job, request: Request) -> tuple[int, StepEvent] | Done:
+    """A streaming job's first item, awaited before the response starts: a job that fails
+    before its first token is refused with its own status, not a 200 carrying an error."""
+    try:
+        item = await _next(job, request)
+        if isinstance(item, Done):
+            _unwrap(item)
+        return item
+    except BaseException:
+        job.cancel()
+        raise
+
+
 def _unwrap(done: Done) -> list[RowResult]:
     if done.error is not None:
+        if isinstance(done.error, BatcherBusy):
+            raise APIError(503, f"the server is busy: {done.error}", type="server_error",
+                           code="server_busy")
         if isinstance(done.error, ValueError):
             raise APIError(400, str(done.error), code="invalid_value")
         raise APIError(500, f"generation failed: {type(done.error).__name__}: {done.error}",
@@ -113,16 +130,18 @@ def _sse(chunk: BaseModel | dict[str, object]) -> str:
     return f"data: {data}\n\n"
 
 
-async def _stream(job: Job, chunks: Callable[[int, StepEvent], BaseModel | None],
+async def _stream(job: Job, first: tuple[int, StepEvent] | Done,
+                  chunks: Callable[[int, StepEvent], BaseModel | None],
                   head: list[BaseModel], tail: Callable[[list[RowResult]], list[BaseModel]]
                   ) -> AsyncIterator[str]:
-    """Server-sent events: ``head`` chunks, one chunk per step event, ``tail`` chunks, then
-    ``[DONE]``. A client that goes away cancels the job (Starlette cancels this generator)."""
+    """Server-sent events: ``head`` chunks, one chunk per step event (from ``first`` on),
+    ``tail`` chunks, then ``[DONE]``. A client that goes away cancels the job (Starlette
+    cancels this generator). An error after the first token can only be an event."""
     try:
         for chunk in head:
             yield _sse(chunk)
+        item = first
         while True:
-            item = await job.queue.get()
             if isinstance(item, Done):
                 try:
                     results = _unwrap(item)
@@ -135,6 +154,7 @@ async def _stream(job: Job, chunks: Callable[[int, StepEvent], BaseModel | None]
             out = chunks(*item)
             if out is not None:
                 yield _sse(out)
+            item = await job.queue.get()
         yield "data: [DONE]\n\n"
     finally:
         job.cancel()
@@ -145,22 +165,44 @@ def _streaming(gen: AsyncIterator[str]) -> StreamingResponse:
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
+def _streamed(chunk: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
+    """The spec's second form of a 200: with ``"stream": true``, server-sent events, each
+    ``data: <chunk JSON>`` (an error after the first token: ``data: <ErrorResponse>``), then
+    ``data: [DONE]``. Before Open API 3.2 a stream's ``schema`` describes one event."""
+    json_data = {"type": "string", "contentMediaType": "application/json",
+                 "contentSchema": {"anyOf": [{"$ref": f"#/components/schemas/{chunk.__name__}"},
+                                             {"$ref": "#/components/schemas/ErrorResponse"}]}}
+    event = {"type": "object", "required": ["data"],
+             "properties": {"data": {"anyOf": [{"const": "[DONE]"}, json_data]}}}
+    return {200: {"description": f"the JSON body; with \"stream\": true, server-sent events "
+                  f"of {chunk.__name__} chunks ending with data: [DONE]",
+                  "content": {"text/event-stream": {"schema": event}}}}
+
+
+# Models the stream events refer to, for the spec's components.
+STREAM_CHUNKS: tuple[type[BaseModel], ...] = (CompletionResponse, ChatCompletionChunk)
+
+
 DEFAULT_COMPLETION_TOKENS = 16  # OpenAI's max_tokens when a completions request sends none
 
 
-@router.post("/v1/completions", response_model=CompletionResponse)
+@router.post("/v1/completions", response_model=CompletionResponse,
+             responses=_streamed(CompletionResponse))
 async def completions(body: CompletionRequest, request: Request
                       ) -> CompletionResponse | StreamingResponse:
     """Text completion, OpenAI's legacy shape; extra sampler fields as vLLM names them."""
     st = get_state(request)
     st.check_model(body.model)
     prompts = convert.completion_prompts(body.prompt)
+    # Before encoding any of them:
+    convert.check_n(body.n, len(prompts), st.limits)
+    convert.check_chars([p for p in prompts if isinstance(p, str)], st.limits, param="prompt")
     encoded = [convert.prompt_ids(st.model, p) for p in prompts]
     # A default never exceeds the server's own cap: a request that sends none always fits.
     max_tokens = (body.max_tokens if body.max_tokens is not None
                   else min(DEFAULT_COMPLETION_TOKENS, st.limits.max_tokens))
     plan = _plan(st, body, encoded, max_tokens, body.stop, body.logprobs, "logprobs",
-                 body.logprobs is not None)
+                 body.logprobs is not None, "prompt")
     job = st.submit(plan.rows, top_alternatives=plan.top_logprobs, events=body.stream)
     rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
     eos = set(st.model.eos_token_ids)
@@ -192,7 +234,7 @@ async def completions(body: CompletionRequest, request: Request
             return [CompletionResponse(id=rid, created=created, model=st.name, choices=[],
                                        usage=_usage(plan, results))]
 
-        return _streaming(_stream(job, chunk, [], tail))
+        return _streaming(_stream(job, await _first(job, request), chunk, [], tail))
 
     results = await _results(job, request)
     choices = [
@@ -207,20 +249,22 @@ async def completions(body: CompletionRequest, request: Request
                               usage=_usage(plan, results))
 
 
-@router.post("/v1/chat/completions", response_model=ChatCompletionResponse)
+@router.post("/v1/chat/completions", response_model=ChatCompletionResponse,
+             responses=_streamed(ChatCompletionChunk))
 async def chat_completions(body: ChatCompletionRequest, request: Request
                            ) -> ChatCompletionResponse | StreamingResponse:
     """Chat completion: the model's chat template, then the same batched engine."""
     st = get_state(request)
     st.check_model(body.model)
-    ids = convert.chat_ids(st.model, body.messages)
+    convert.check_n(body.n, 1, st.limits)
+    ids = convert.chat_ids(st.model, body.messages, st.limits)
     max_tokens = body.max_tokens or body.max_completion_tokens
     if max_tokens is None:
         # No budget given: as much as the caps and the context leave.
         room = st.model.facts.context_length - len(ids)
         max_tokens = max(1, min(st.limits.default_chat_max_tokens, st.limits.max_tokens, room))
     plan = _plan(st, body, [ids], max_tokens, body.stop, body.top_logprobs, "top_logprobs",
-                 body.logprobs)
+                 body.logprobs, "messages")
     job = st.submit(plan.rows, top_alternatives=plan.top_logprobs, events=body.stream)
     rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     eos = set(st.model.eos_token_ids)
@@ -252,7 +296,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request
             return [ChatCompletionChunk(id=rid, created=created, model=st.name, choices=[],
                                         usage=_usage(plan, results))]
 
-        return _streaming(_stream(job, chunk, head, tail))
+        return _streaming(_stream(job, await _first(job, request), chunk, head, tail))
 
     results = await _results(job, request)
     choices = [

@@ -10,7 +10,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.json_schema import SkipJsonSchema
 
 _STRICT = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 
@@ -56,8 +64,21 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+def _examples(*bodies: dict[str, Any]) -> ConfigDict:
+    """The strict config plus request examples for the spec (/docs shows them; contract
+    tests send them)."""
+    return ConfigDict(**_STRICT, json_schema_extra={"examples": list(bodies)})
+
+
 class CompletionRequest(SamplerFields):
     """``POST /v1/completions``."""
+
+    model_config = _examples(
+        {"model": "default", "prompt": "The cat slept on the", "max_tokens": 8,
+         "temperature": 0.7, "min_p": 0.1, "seed": 1, "logprobs": 2},
+        {"model": "default", "prompt": [[84, 104, 101], [65]], "n": 2, "max_tokens": 4,
+         "stop": ["\n"], "stream": True, "stream_options": {"include_usage": True}},
+    )
 
     model: str
     prompt: str | list[str] | list[int] | list[list[int]]
@@ -73,13 +94,24 @@ class CompletionRequest(SamplerFields):
     suffix: str | None = None
     user: str | None = None
 
+    @field_validator("best_of")
+    @classmethod
+    def _best_of_is_n(cls, value: int | None, info: ValidationInfo) -> int | None:
+        n = info.data.get("n", 1)  # absent when n itself was invalid: that error is enough
+        if value is not None and value != n:
+            raise ValueError(f"{value} is not supported; leave best_of out or set it equal "
+                             f"to n ({n})")
+        return value
+
+    @field_validator("suffix")
+    @classmethod
+    def _no_suffix(cls, value: str | None) -> str | None:
+        if value:
+            raise ValueError("fill-in-the-middle is not supported; leave suffix out")
+        return value
+
     @model_validator(mode="after")
     def _supported(self) -> CompletionRequest:
-        if self.best_of is not None and self.best_of != self.n:
-            raise ValueError(f"best_of={self.best_of} is not supported; leave it out or set it "
-                             f"equal to n ({self.n})")
-        if self.suffix:
-            raise ValueError("suffix (fill-in-the-middle) is not supported; leave it out")
         if self.echo and self.logprobs is not None:
             raise ValueError("echo together with logprobs is not supported (prompt tokens carry "
                              "no logprobs here); drop one of them")
@@ -119,6 +151,15 @@ class ChatMessage(BaseModel):
 
 class ChatCompletionRequest(SamplerFields):
     """``POST /v1/chat/completions``."""
+
+    model_config = _examples(
+        {"model": "default", "messages": [{"role": "user", "content": "Name a colour."}],
+         "max_tokens": 8, "temperature": 0.7, "logprobs": True, "top_logprobs": 2},
+        {"model": "default", "messages": [{"role": "system", "content": "Be brief."},
+                                          {"role": "user", "content": "Hi"}],
+         "max_completion_tokens": 4, "top_k": 40, "stream": True,
+         "stream_options": {"include_usage": True}},
+    )
 
     model: str
     messages: list[ChatMessage] = Field(min_length=1)
@@ -165,10 +206,15 @@ class ChatCompletionRequest(SamplerFields):
                              "{'type': 'text'}")
         return value
 
+    @field_validator("top_logprobs")
+    @classmethod
+    def _top_needs_logprobs(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and info.data.get("logprobs") is False:
+            raise ValueError("needs logprobs: true as well")
+        return value
+
     @model_validator(mode="after")
-    def _logprobs(self) -> ChatCompletionRequest:
-        if self.top_logprobs is not None and not self.logprobs:
-            raise ValueError("top_logprobs needs logprobs: true")
+    def _one_budget(self) -> ChatCompletionRequest:
         if (self.max_tokens is not None and self.max_completion_tokens is not None
                 and self.max_tokens != self.max_completion_tokens):
             raise ValueError("max_tokens and max_completion_tokens disagree; send one of them")
@@ -183,6 +229,15 @@ class DistributionRequest(SamplerFields):
     ``(V,)`` so a page can recompute ``softmax(logits / T)`` for any T without another call.
     """
 
+    model_config = _examples(
+        {"prompt": "The cat slept on the", "temperatures": [0, 0.5, 1, 2], "top": 5},
+        {"prompt": "Hi", "chat": True, "temperatures": [1], "min_p": 0.1,
+         "return_logits": True},
+    )
+
+    # Not a field here (the spec leaves it out); declared only to answer with a pointer to
+    # ``temperatures`` instead of a bare "unknown field".
+    temperature: SkipJsonSchema[float | None] = None
     model: str | None = None
     prompt: str
     chat: bool = False
@@ -190,9 +245,10 @@ class DistributionRequest(SamplerFields):
     top: int = Field(default=10, ge=1)
     return_logits: bool = False
 
-    @model_validator(mode="after")
-    def _one_temperature_field(self) -> DistributionRequest:
-        if self.temperature is not None:
+    @field_validator("temperature")
+    @classmethod
+    def _one_temperature_field(cls, value: float | None) -> float | None:
+        if value is not None:
             raise ValueError("use temperatures: [...] (a list) on /v1/distribution, not "
                              "temperature")
-        return self
+        return value
