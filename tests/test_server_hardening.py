@@ -181,6 +181,16 @@ def test_a_stalled_body_gets_a_408(tiny_model_dir: Path, tmp_path: Path) -> None
         assert httpx.get(s.url + "/health").status_code == 200
 
 
+def test_trickled_headers_get_the_connection_closed(tiny_model_dir: Path) -> None:
+    with live_server(tiny_model_dir, "--header-timeout", "1", model=str(tiny_model_dir)) as s:
+        port = int(s.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n")  # never finished
+            assert sock.recv(4096) == b""  # closed by the server, not by the 10 s timeout
+        # a whole request on a fresh connection is unaffected
+        assert httpx.get(s.url + "/health").status_code == 200
+
+
 def test_cli_rejects_bad_limits(tiny_model_dir: Path) -> None:
     from tests.conftest import run_cli
 

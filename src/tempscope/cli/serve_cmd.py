@@ -41,6 +41,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--max-batch-prompt-tokens", type=int, default=d.max_batch_prompt_tokens,
                    metavar="N", help="most prompt tokens one engine call prefills; longer "
                    f"requests run alone (default {d.max_batch_prompt_tokens})")
+    p.add_argument("--header-timeout", type=float, default=d.header_timeout_s,
+                   metavar="SECONDS", help="a connection whose request headers are not "
+                   f"complete after this long is closed (default {d.header_timeout_s:g})")
     p.add_argument("--body-timeout", type=float, default=d.body_timeout_s, metavar="SECONDS",
                    help="a client whose request body stalls this long gets a 408 (default "
                    f"{d.body_timeout_s:g})")
@@ -57,8 +60,10 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
-    if not args.body_timeout > 0:
-        raise ValueError(f"--body-timeout must be > 0 seconds, got {args.body_timeout}")
+    for flag in ("body_timeout", "header_timeout"):
+        if not getattr(args, flag) > 0:
+            raise ValueError(f"--{flag.replace('_', '-')} must be > 0 seconds, got "
+                             f"{getattr(args, flag)}")
     if not _is_loopback(args.host) and not args.api_key:
         print(f"warning: serving on {args.host} without --api-key: anyone who can reach this "
               "machine can use the model", file=sys.stderr)
@@ -71,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     caps = {"max_prompt_tokens": args.max_prompt_tokens,
             "max_request_prompt_tokens": args.max_request_prompt_tokens,
             "max_batch_prompt_tokens": args.max_batch_prompt_tokens,
-            "body_timeout_s": args.body_timeout}
+            "body_timeout_s": args.body_timeout, "header_timeout_s": args.header_timeout}
     if args.max_tokens is not None:
         caps["max_tokens"] = args.max_tokens
     limits = ServerLimits(**caps)
@@ -81,8 +86,10 @@ def run(args: argparse.Namespace) -> int:
           f"http://{shown}:{args.port}/ , OpenAI base_url http://{shown}:{args.port}/v1",
           file=sys.stderr, flush=True)
     # Idle keep-alive connections close after 5 s (a slow or idle client holds no socket).
+    from tempscope.server.protocol import with_header_timeout
+
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
-                timeout_keep_alive=5)
+                timeout_keep_alive=5, http=with_header_timeout(limits.header_timeout_s))
     return 0
 
 

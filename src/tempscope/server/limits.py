@@ -35,3 +35,4 @@ class ServerLimits:
     batch_window_ms: float = 5.0  # how long the batcher waits to collect requests
     max_queued_rows: int = 1024  # rows waiting before new requests get a 503
     body_timeout_s: float = 30.0  # a client that sends no body bytes for this long gets a 408
+    header_timeout_s: float = 10.0  # request headers not complete after this long: closed
