@@ -56,25 +56,36 @@ def live_server(model_dir: Path, *extra: str, timeout: float = 300,
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the server exited ({proc.returncode}):\n{log.read_text()}")
-            try:
-                health = httpx.get(url + "/health", timeout=2)
-                if health.status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not start in {timeout} s:\n"
-                                   f"{log.read_text()}")
-            time.sleep(0.25)
+        health = wait_until_up(proc, url + "/health", log, timeout)
         yield LiveServer(url, health.json()["model"], proc, log)
     finally:
-        proc.terminate()
+        stop(proc)
+
+
+def wait_until_up(proc: subprocess.Popen[str], check_url: str, log: Path,
+                  timeout: float) -> httpx.Response:
+    """Poll ``check_url`` until it answers 200; raise with the server's log if the process
+    exits or ``timeout`` seconds pass first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited ({proc.returncode}):\n{log.read_text()}")
         try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            answer = httpx.get(check_url, timeout=2)
+            if answer.status_code == 200:
+                return answer
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the server did not start in {timeout} s:\n{log.read_text()}")
+        time.sleep(0.25)
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    """Terminate a server process, killing it if it does not exit within 20 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -7,9 +7,8 @@ import math
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -20,7 +19,7 @@ from tempscope.remote_engine import check_settings, remote_generate, remote_next
 from tempscope.sampling import SamplingParams
 from tests.conftest import run_cli
 from tests.remote_proxy import Faults, fault_proxy
-from tests.server_helpers import LiveServer, free_port, live_server
+from tests.server_helpers import LiveServer, free_port, live_server, stop, wait_until_up
 
 
 @pytest.fixture(scope="module")
@@ -231,25 +230,10 @@ def llama_cpp_server(log: Path) -> Iterator[str]:
             stdout=out, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}/v1"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited ({proc.returncode}):\n"
-                                   f"{log.read_text()}")
-            with suppress(httpx.HTTPError):
-                if httpx.get(url + "/models", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"llama_cpp.server did not start in 60 s:\n{log.read_text()}")
-            time.sleep(0.25)
+        wait_until_up(proc, url + "/models", log, 60)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 @pytest.mark.slow
