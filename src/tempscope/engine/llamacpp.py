@@ -339,19 +339,18 @@ class LlamaCppModel:
     def _forget(self, seq: int) -> None:
         self._lib.llama_memory_seq_rm(self._ctx.memory, seq, -1, -1)
 
+    def _scratch_logits(self, ids: list[int], first: int) -> np.ndarray:
+        """Logits ``(len(ids) - first, V)`` after each of ``ids[first:]``, decoded in the
+        one-off sequence and forgotten again; owner thread only."""
+        ctx = self._context(len(ids)) if not self._session_open else self._ctx
+        try:
+            return self._decode(ctx, [(t, p, SCRATCH, p >= first) for p, t in enumerate(ids)])
+        finally:
+            self._forget(SCRATCH)
+
     def last_logits(self, prompt_ids: Sequence[int]) -> torch.Tensor:
         ids = [int(i) for i in prompt_ids]
-
-        def run() -> torch.Tensor:
-            ctx = self._context(len(ids)) if not self._session_open else self._ctx
-            try:
-                logits = self._decode(ctx, [(t, p, SCRATCH, p == len(ids) - 1)
-                                            for p, t in enumerate(ids)])
-            finally:
-                self._forget(SCRATCH)
-            return torch.from_numpy(logits[0])
-
-        return self._call(run)
+        return self._call(lambda: torch.from_numpy(self._scratch_logits(ids, len(ids) - 1)[0]))
 
     def sequence_logprobs(self, sequences: Sequence[Sequence[int]],
                           starts: Sequence[int]) -> list[list[float]]:
@@ -359,12 +358,8 @@ class LlamaCppModel:
             out: list[list[float]] = []
             for seq, start in zip(sequences, starts, strict=True):
                 ids = [int(i) for i in seq]
-                ctx = self._context(len(ids)) if not self._session_open else self._ctx
-                try:
-                    logits = self._decode(ctx, [(t, p, SCRATCH, start - 1 <= p < len(ids) - 1)
-                                                for p, t in enumerate(ids)])
-                finally:
-                    self._forget(SCRATCH)
+                # logits after ids[start - 1 .. -2] predict ids[start ..]
+                logits = self._scratch_logits(ids[:-1], start - 1)
                 logp = torch.log_softmax(torch.from_numpy(logits).double(), dim=-1)
                 target = torch.tensor(ids[start:], dtype=torch.long)
                 out.append(logp.gather(1, target[:, None])[:, 0].tolist())

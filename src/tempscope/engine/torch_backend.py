@@ -117,6 +117,7 @@ class LoadedModel:
             archs = getattr(self.model.config, "architectures", None) or [
                 type(self.model).__name__
             ]
+            named = special_tokens(self.tokenizer)
             self._facts = ModelFacts(
                 name=self.name,
                 source=self.source,
@@ -129,10 +130,10 @@ class LoadedModel:
                 context_length=int(
                     _first_attr(cfg, "max_position_embeddings", "n_positions", "n_ctx")
                 ),
-                special_tokens=special_tokens(self.tokenizer),
+                special_tokens=named,
                 special_token_ids={
                     k: int(self.tokenizer.convert_tokens_to_ids(v))  # type: ignore[arg-type]
-                    for k, v in special_tokens(self.tokenizer).items()},
+                    for k, v in named.items()},
                 device=str(self.device),
                 dtype=_dtype_name(self.dtype),
                 has_chat_template=self.has_chat_template,
