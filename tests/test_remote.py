@@ -115,10 +115,11 @@ def test_settings_left_off_are_sent_switched_off(server: LiveServer) -> None:
             out = remote_generate(c, "The cat", SamplingParams(temperature=1.5, min_p=0.02),
                                   max_new_tokens=3, seed=0)
         sent = [b for b in faults.seen if b.get("max_tokens") == 3]
-    # tempscope serve takes vLLM's names and refuses llama.cpp's: those are not sent.
-    assert set(c.neutral_refused) == {"repeat_penalty", "tfs_z", "mirostat_mode"}
+    # tempscope serve takes vLLM's names (and tfs_z) and refuses llama.cpp's other spellings:
+    # those are not sent.
+    assert set(c.neutral_refused) == {"repeat_penalty", "mirostat_mode"}
     told = {"top_k": 0, "top_p": 1.0, "typical_p": 1.0, "repetition_penalty": 1.0,
-            "frequency_penalty": 0.0, "presence_penalty": 0.0, "min_p": 0.02}
+            "frequency_penalty": 0.0, "presence_penalty": 0.0, "min_p": 0.02, "tfs_z": 1.0}
     assert len(sent) == 1 and {k: sent[0].get(k) for k in told} == told
     assert not set(c.neutral_refused) & set(sent[0])
     assert out[0].sent == told and out[0].ignored == []
@@ -184,12 +185,11 @@ def test_sweep_report_and_resume_after_server_killed(tiny_model_dir: Path,
     assert len({(r["prompt_index"], r["temperature"], r["sample_index"]) for r in records}) == 12
     manifest = read_manifest(out)
     assert manifest["remote"]["logprobs_raw"] and manifest["remote"]["ignored"] == []
-    neutral = {k: v for k, v in NEUTRAL_FIELDS.items() if k not in ("repeat_penalty", "tfs_z",
+    neutral = {k: v for k, v in NEUTRAL_FIELDS.items() if k not in ("repeat_penalty",
                                                                     "mirostat_mode")}
     assert manifest["remote"]["neutral"] == neutral
     assert manifest["remote"]["sent"] == {"default": neutral}
-    assert set(manifest["remote"]["neutral_refused"]) == {"repeat_penalty", "tfs_z",
-                                                          "mirostat_mode"}
+    assert set(manifest["remote"]["neutral_refused"]) == {"repeat_penalty", "mirostat_mode"}
     html = write_report(out)
     assert html.exists() and (out / "figures" / "coherence.png").exists()
     assert not (out / "figures" / "first_step.png").exists()

@@ -160,12 +160,18 @@ def test_mirostat_state_per_row() -> None:
     x = torch.stack([P4, P4])
     s = BatchSampler([SamplingParams(mirostat_tau=1.0, mirostat_eta=0.1, seed=0),
                       SamplingParams(seed=1)], vocab_size=4)
-    assert s.mu.tolist() == [2.0, math.inf]
+    (mirostat,) = s.groups[0].stages  # the state lives in the sampler, not in BatchSampler
+    assert mirostat.mu.tolist() == [2.0, math.inf]
     processed = s.process(x)
     assert torch.isfinite(processed[0]).tolist() == [True, True, False, False]
     s.accept(torch.tensor([0, 3]))
-    assert s.mu[0].item() == pytest.approx(2 - 0.1 * (-math.log2(4 / 7) - 1), abs=1e-5)
-    assert s.mu[1].item() == math.inf
+    (mirostat,) = s.groups[0].stages
+    assert mirostat.mu[0].item() == pytest.approx(2 - 0.1 * (-math.log2(4 / 7) - 1), abs=1e-5)
+    assert mirostat.mu[1].item() == math.inf
+    s.select([0])  # the surviving row keeps its learnt state
+    assert s.groups[0].stages[0].mu.tolist() == [mirostat.mu[0].item()]
+    s.reset()
+    assert s.groups[0].stages[0].mu.tolist() == [2.0]
 
 
 def test_select_keeps_rows_in_order() -> None:

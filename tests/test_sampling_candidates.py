@@ -73,7 +73,8 @@ def test_no_fast_path_when_a_row_keeps_everything_or_a_penalty_follows() -> None
 
     assert at([SamplingParams(top_k=40, top_p=0.9)] * 2) is not None
     assert at([SamplingParams(top_k=40), SamplingParams(top_p=0.9)]) is None  # k = V row
-    assert at([SamplingParams(top_k=40, temperature=0)]) is None  # greedy: filters off
+    # greedy rows run the filters after temperature too (llama.cpp's order rule): on candidates
+    assert at([SamplingParams(top_k=40, temperature=0)]) is not None
     assert at([SamplingParams(top_k=V // 2)]) is None  # k not small next to V
     late_penalty = SamplingParams(top_k=40, repetition_penalty=1.2,
                                   order=["top_k", "repetition_penalty", "temperature"])

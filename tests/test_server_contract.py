@@ -38,6 +38,7 @@ OPERATIONS = [
     ("POST", "/v1/distribution"),
     ("GET", "/v1/models"),
     ("GET", "/v1/info"),
+    ("GET", "/v1/samplers"),
     ("GET", "/health"),
 ]
 # Every operation with bodies the spec allows; those that take a body with ones it forbids too.

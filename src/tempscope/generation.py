@@ -80,6 +80,8 @@ class StepEvent:
     top: list[Alternative]  # the likeliest tokens after processing, then by raw probability
     finished: FinishReason | None = None  # set on the step that ended the row
     delta: str = ""
+    named: list[Alternative] = field(default_factory=list)  # params.logprob_token_ids, in order
+    raw_rank: int = 0  # the token's rank in the raw distribution (1 = most likely; 0 = unknown)
 
     @property
     def raw_prob(self) -> float:
@@ -187,12 +189,19 @@ class _Row:
             raise ValueError(
                 f"max_new_tokens must be >= 0, got {spec.max_new_tokens} (row {index})"
             )
+        outside = [t for t in spec.params.logprob_token_ids or () if t >= model.vocab_size]
+        if outside:
+            raise ValueError(f"logprob_token_ids: token id {outside[0]} is outside the "
+                             f"vocabulary [0, {model.vocab_size})")
         self.index = index
         self.spec = spec
         self.model = model
         self.eos = set() if spec.ignore_eos else eos
         self.budget = min(spec.max_new_tokens, context_left)
         self.stops = [s for s in spec.stop if s] + (["\n"] if spec.stop_at_newline else [])
+        # vLLM's min_tokens: stop strings are not looked for before this many tokens (the
+        # sampler chain bans end-of-sequence tokens until then).
+        self.min_tokens = spec.params.min_tokens or 0
         self.longest_stop = max((len(s) for s in self.stops), default=0)
         # Incremental detokenization over a window of ids: a few prompt tokens in front so
         # tokenizers that strip a leading space from the first token (SentencePiece) still
@@ -217,7 +226,8 @@ class _Row:
         else:
             before = len(self.text)
             self._detokenize(token_id)
-            self._match_stops(max(0, before - self.longest_stop + 1))
+            if len(self.token_ids) >= self.min_tokens:
+                self._match_stops(max(0, before - self.longest_stop + 1))
         if self.finish is None and len(self.token_ids) >= self.budget:
             self.finish = "length"
             self.text += self.pending
@@ -311,8 +321,9 @@ def _decode(model: Backend, active: list[_Row], top_alternatives: int,
     sampler = BatchSampler(
         [s.spec.params for s in active], vocab_size=model.vocab_size, device=model.device,
         seeds=[s.spec.seed if s.spec.seed is not None else s.spec.params.seed for s in active],
-        prompt_ids=[s.spec.prompt_ids for s in active],
+        prompt_ids=[s.spec.prompt_ids for s in active], vocab=BackendVocab(model),
     )
+
     def nobody_waits() -> bool:  # every row's caller has gone: stop the prefill
         return is_cancelled is not None and all(is_cancelled(s.index) for s in active)
 
@@ -357,31 +368,71 @@ def _step(model: Backend, sampler: BatchSampler, logits: torch.Tensor, active: l
     raw_logp = torch.log_softmax(logits, dim=-1)  # (b, V)
     processed = sampler.process(logits)  # (b, V), removed tokens -inf
     tokens = sampler.choose(processed)  # (b,)
+    # What each token was drawn from (adaptive-p draws itself and leaves one token in
+    # ``processed``; this is its reshaped distribution).
+    logp = torch.log_softmax(sampler.distribution, dim=-1)  # (b, V)
     sampler.accept(tokens)
-    logp = torch.log_softmax(processed, dim=-1)  # (b, V)
     raw_entropy = -(raw_logp.exp() * raw_logp).sum(-1)  # (b,)
     p = logp.exp()
     entropy = torch.where(p > 0, -p * logp, torch.zeros_like(p)).sum(-1)  # (b,)
     chosen = tokens[:, None]
-    numbers = torch.stack([raw_logp.gather(1, chosen)[:, 0], logp.gather(1, chosen)[:, 0],
-                           entropy, raw_entropy], dim=1).tolist()  # (b, 4)
+    chosen_raw = raw_logp.gather(1, chosen)  # (b, 1)
+    rank = (raw_logp > chosen_raw).sum(-1) + 1  # (b,) 1 = the model's own favourite
+    numbers = torch.stack([chosen_raw[:, 0], logp.gather(1, chosen)[:, 0],
+                           entropy, raw_entropy, rank.to(entropy.dtype)], dim=1).tolist()
     top_ids = _alternatives(logp, raw_logp, min(top_alternatives, logits.shape[-1]))  # (b, k)
     top_raw = raw_logp.gather(1, top_ids).exp().tolist()
     top_p = p.gather(1, top_ids).tolist()
     top_list = top_ids.tolist()
+    named = _named(model, active, raw_logp, p)
     for i, (s, token_id) in enumerate(zip(active, tokens.tolist(), strict=True)):
         delta = s.add(token_id)
         top = [Alternative(t, model.token_text(t), rp, pp)
                for t, rp, pp in zip(top_list[i], top_raw[i], top_p[i], strict=True)]
-        raw_lp, lp, ent, raw_ent = numbers[i]
+        raw_lp, lp, ent, raw_ent, raw_rank = numbers[i]
         event = StepEvent(row=s.index, step=step, token_id=token_id,
                           text=model.token_text(token_id), raw_logprob=raw_lp, logprob=lp,
                           entropy=ent, raw_entropy=raw_ent, top=top, finished=s.finish,
-                          delta=delta)
+                          delta=delta, named=named[i], raw_rank=int(raw_rank))
         s.steps.append(event)
         if on_step is not None:
             on_step(event)
     return tokens
+
+
+def _named(model: Backend, active: list[_Row], raw_logp: torch.Tensor,
+           p: torch.Tensor) -> list[list[Alternative]]:
+    """Each row's ``logprob_token_ids`` at this step, whatever their rank."""
+    out: list[list[Alternative]] = []
+    for i, s in enumerate(active):
+        ids = s.spec.params.logprob_token_ids
+        if not ids:
+            out.append([])
+            continue
+        index = torch.tensor(ids, dtype=torch.long, device=p.device)
+        raw = raw_logp[i].gather(0, index).exp().tolist()
+        proc = p[i].gather(0, index).tolist()
+        out.append([Alternative(t, model.token_text(t), rp, pp)
+                    for t, rp, pp in zip(ids, raw, proc, strict=True)])
+    return out
+
+
+class BackendVocab:
+    """The sampler chain's view of a model's tokenizer (:class:`tempscope.sampling.vocab.
+    Vocab`): text -> ids without special tokens, a token's text, the end-of-sequence ids."""
+
+    def __init__(self, model: Backend) -> None:
+        self.model = model
+        self.size = model.vocab_size
+        self.eos_token_ids = list(model.eos_token_ids)
+
+    def encode(self, text: str) -> list[int]:
+        ids = self.model.encode(text)
+        bos = self.model.bos_token_id
+        return ids[1:] if ids and bos is not None and ids[0] == bos else ids
+
+    def token_text(self, token_id: int) -> str:
+        return self.model.token_text(token_id)
 
 
 def _alternatives(logp: torch.Tensor, raw_logp: torch.Tensor, k: int) -> torch.Tensor:

@@ -218,20 +218,23 @@ def next_token(
         results = [_at_temperature(model, logits64, t, top, u) for t in temps]
     else:
         raw_probs = np.asarray(softmax(logits64, 1.0))  # (V,) float64, T = 1, no samplers
-        results = [_with_samplers(model, raw, logits64, raw_probs, params, t, top, u)
-                   for t in temps]
+        results = [_with_samplers(model, raw, logits64, raw_probs, params, t, top, u,
+                                  prompt_ids) for t in temps]
     return NextTokenResult(model.name, prompt, chat, prompt_ids, seed, logits, results)
 
 
 def _with_samplers(
     model: Backend, raw: torch.Tensor, logits: np.ndarray, raw_probs: np.ndarray,
-    params: SamplingParams, t: float, top: int, u: float,
+    params: SamplingParams, t: float, top: int, u: float, prompt_ids: list[int],
 ) -> TemperatureResult:
-    """One temperature with the sampler chain: processed distribution, raw one beside it."""
+    """One temperature with the sampler chain: processed distribution, raw one beside it. The
+    prompt is the history the penalties and DRY read."""
+    from tempscope.generation import BackendVocab
     from tempscope.sampling import probabilities
 
     p = params.model_copy(update={"temperature": t})
-    processed = probabilities(raw, p).double().numpy()  # (V,) removed tokens are 0
+    processed = probabilities(raw, p, history=prompt_ids,
+                              vocab=BackendVocab(model)).double().numpy()  # (V,) removed: 0
     processed = processed / processed.sum()  # float32 rounding: sum to 1 in float64
     greedy = p.is_greedy
     res = _at_temperature(model, logits, t, top, u, probs=processed, raw_probs=raw_probs,

@@ -31,35 +31,26 @@ from typing import Any
 import httpx
 
 from tempscope.errors import TempscopeError
+from tempscope.sampling.registry import KNOBS
 
 # Fields every OpenAI-compatible completions endpoint understands.
 CORE_FIELDS = frozenset(
     {"model", "prompt", "max_tokens", "temperature", "top_p", "n", "stop", "seed", "logprobs",
      "frequency_penalty", "presence_penalty", "logit_bias", "stream", "echo"}
 )
-# Sampler fields as vLLM names them; servers may or may not know them.
-EXTRA_FIELDS = (
-    "top_k", "min_p", "typical_p", "top_n_sigma", "repetition_penalty", "dynatemp_range",
-    "dynatemp_exponent", "xtc_threshold", "xtc_probability", "mirostat_tau", "mirostat_eta",
-    "epsilon", "eta", "sampler_order", "logprobs_mode",
-)
+# Sampler fields as the registry names them (vLLM's and llama.cpp's names, mostly); servers
+# may or may not know them.
+EXTRA_FIELDS = (*(k for k in KNOBS if k not in CORE_FIELDS), "sampler_order", "logprobs_mode")
 # Each server-side sampler switched off, in the names servers use: sent for every setting the
 # user leaves off. A server fills a field left out with its own default (llama.cpp and
 # llama-cpp-python: top_k 40, top_p 0.95, min_p 0.05, llama-cpp-python repeat_penalty 1.1;
 # vLLM: the model's generation_config.json), which would shape the text unseen. These are wire
-# values, not tempscope's (where None means off): what each server reads as "off".
-NEUTRAL_FIELDS: Mapping[str, Any] = MappingProxyType({
-    "top_k": 0,  # k <= 0 keeps every token: llama.cpp, llama-cpp-python, vLLM, tempscope serve
-    "top_p": 1.0,
-    "min_p": 0.0,
-    "typical_p": 1.0,
-    "tfs_z": 1.0,  # older llama.cpp
-    "repetition_penalty": 1.0,  # vLLM's name
-    "repeat_penalty": 1.0,  # llama.cpp's name for the same penalty
-    "frequency_penalty": 0.0,
-    "presence_penalty": 0.0,
-    "mirostat_mode": 0,  # llama-cpp-python (its own default, said out loud)
-})
+# values, not tempscope's (where None means off): what each server reads as "off", declared by
+# each knob of the registry (``Knob.wire_off``): top_k 0 (k <= 0 keeps every token on
+# llama.cpp, llama-cpp-python, vLLM and tempscope serve), llama.cpp's repeat_penalty beside
+# vLLM's repetition_penalty, older llama.cpp's tfs_z, llama-cpp-python's mirostat_mode.
+NEUTRAL_FIELDS: Mapping[str, Any] = MappingProxyType(
+    {name: value for knob in KNOBS.values() for name, value in knob.wire_off.items()})
 # The other spelling of "off" for a server that refuses the first (vLLM before 0.8: top_k -1).
 _NEUTRAL_FALLBACK: Mapping[str, Any] = MappingProxyType({"top_k": -1})
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})

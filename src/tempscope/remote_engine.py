@@ -32,6 +32,7 @@ import numpy as np
 from tempscope.distribution import check_temperature, entropy, inverse_cdf, softmax
 from tempscope.generation import Alternative, Sample, StepEvent, derive_seed
 from tempscope.remote import RemoteClient, RemoteError
+from tempscope.sampling.registry import KNOBS
 
 if TYPE_CHECKING:
     from tempscope.generation import FinishReason
@@ -54,9 +55,10 @@ WIDE_LOGPROBS = 100  # first ask for this many alternatives; 20 (OpenAI's cap) w
 OPENAI_MAX_LOGPROBS = 20
 _RENAMED = {"order": "sampler_order"}
 _LOCAL_ONLY = {"seed", "temperature"}  # sent by the row itself
-# A setting llama.cpp knows under another name: the user's value goes under both.
-_ALIASES = {"repetition_penalty": "repeat_penalty"}
-_MIROSTAT_V2 = 2  # llama.cpp's mirostat_mode for tempscope's mirostat (v2)
+# A setting another server knows under another name (llama.cpp's repeat_penalty): the user's
+# value also goes under that name when the server takes it.
+_ALIASES = {k.name: alias for k in KNOBS.values()
+            for alias in {k.llama_cpp, k.vllm} - {k.name, None} if alias is not None}
 
 
 @dataclass
@@ -118,8 +120,9 @@ def wire_fields(client: RemoteClient,
             sent[alias] = asked[name]
             if name in ignored:  # applied under the other name after all
                 ignored.remove(name)
-    if "mirostat_tau" in kept and "mirostat_mode" in sent:
-        sent["mirostat_mode"] = _MIROSTAT_V2
+    if ("mirostat_tau" in kept or "mirostat" in kept) and "mirostat_mode" in sent:
+        # llama-cpp-python switches mirostat on by its mode: the version asked for (v2 default)
+        sent["mirostat_mode"] = params.value("mirostat")
     return {**sent, **kept}, ignored
 
 

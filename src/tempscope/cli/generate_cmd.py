@@ -286,7 +286,9 @@ def sample_dict(s: Sample) -> dict[str, Any]:
              "raw_logprob": e.raw_logprob, "logprob": e.logprob, "entropy": e.entropy,
              "raw_entropy": e.raw_entropy,
              "top": [{"token_id": a.token_id, "text": a.text, "raw_prob": a.raw_prob,
-                      "prob": a.prob} for a in e.top]}
+                      "prob": a.prob} for a in e.top],
+             **({"named": [{"token_id": a.token_id, "text": a.text, "raw_prob": a.raw_prob,
+                            "prob": a.prob} for a in e.named]} if e.named else {})}
             for e in s.steps
         ],
     }

@@ -1,4 +1,5 @@
-"""The sampler options every command shares (``--top-k``, ``--top-p``, ... ``--order``).
+"""The sampler options every command shares: one per knob of the sampler registry
+(``--top-k``, ``--top-p``, ... ``--dry-multiplier``), plus ``--order`` and ``--preset``.
 
 Values are parsed here, not by argparse, so a bad value gives one clear line (exit 2) that
 names the option. Importing this module does not import torch.
@@ -7,50 +8,46 @@ names the option. Importing this module does not import torch.
 from __future__ import annotations
 
 import argparse
+import math
 from typing import TYPE_CHECKING, Any
 
 from tempscope.cli.common import parse_float
 
 if TYPE_CHECKING:
     from tempscope.sampling.params import SamplingParams
+    from tempscope.sampling.registry import Knob
 
-# (flag, field, metavar, help)
-_FLOAT_OPTIONS: list[tuple[str, str, str]] = [
-    ("top_p", "P", "nucleus: keep the smallest set of tokens holding mass >= P, in (0, 1]"),
-    ("min_p", "P", "keep tokens with p >= P * p_max, in [0, 1]"),
-    ("typical_p", "P", "locally typical set holding mass P, in (0, 1]"),
-    ("epsilon", "E", "keep tokens with p >= E (e.g. 3e-4)"),
-    ("eta", "E", "keep p >= min(E, sqrt(E) * exp(-entropy)) (e.g. 6e-4)"),
-    ("top_n_sigma", "N", "keep logits >= max - N * std(logits), N >= 0"),
-    ("dynatemp_range", "R", "llama.cpp dynamic temperature: T in [T-R, T+R] by entropy"),
-    ("dynatemp_exponent", "X", "dynatemp curve exponent (default 1 = linear)"),
-    ("edt_theta", "THETA", "EDT dynamic temperature T = T0 * N^(THETA / entropy)"),
-    ("edt_n", "N", "EDT base N in (0, 1] (default 0.8)"),
-    ("xtc_threshold", "P", "XTC: drop every token with p >= P except the least of them"),
-    ("xtc_probability", "P", "chance XTC fires on a step (default 1)"),
-    ("mirostat_tau", "BITS", "mirostat v2 target surprise in bits (e.g. 5)"),
-    ("mirostat_eta", "RATE", "mirostat v2 learning rate (default 0.1)"),
-    ("repetition_penalty", "R", "divide positive / multiply negative logits of seen tokens"),
-    ("frequency_penalty", "F", "subtract F * count of each seen token, in [-2, 2]"),
-    ("presence_penalty", "P", "subtract P from every seen token, in [-2, 2]"),
-]
-_FIELDS = ["top_k", *(name for name, _, _ in _FLOAT_OPTIONS), "logit_bias", "order"]
+# Knobs the commands take through their own options (-t/--temperature, often several).
+_OWN = frozenset({"temperature"})
+
+
+def _knobs() -> list[Knob]:
+    from tempscope.sampling.registry import KNOBS
+
+    return [k for k in KNOBS.values() if k.name not in _OWN]
 
 
 def add_sampler_options(parser: argparse.ArgumentParser) -> None:
-    """Add the sampler options to ``parser`` (all default to off)."""
-    from tempscope.sampling.params import DEFAULT_ORDER
+    """Add one option per registry knob to ``parser`` (all default to off), plus ``--order``,
+    ``--temperature-last`` and ``--preset``."""
+    from tempscope.sampling.registry import DEFAULT_ORDER, PRESETS
 
     group = parser.add_argument_group(
         "samplers", "All off unless given (None = off). Temperature comes from -t/--temperature."
     )
-    group.add_argument("--top-k", metavar="K", help="keep the K most likely tokens, K >= 1")
-    for name, metavar, text in _FLOAT_OPTIONS:
-        group.add_argument(f"--{name.replace('_', '-')}", metavar=metavar, help=text)
-    group.add_argument(
-        "--logit-bias", nargs="+", metavar="ID=BIAS",
-        help="add BIAS in [-100, 100] to token ID's logit, e.g. --logit-bias 2=-100 7=1.5",
-    )
+    for knob in _knobs():
+        text = knob.doc.replace("%", "%%")
+        if knob.kind in ("float", "int") and knob.interval not in text:
+            text += f", in {knob.interval}"
+        if knob.kind == "token_bias":
+            group.add_argument(knob.flag, nargs="+", metavar="ID=BIAS",
+                               help="add BIAS in [-100, 100] to token ID's logit, e.g. "
+                               "--logit-bias 2=-100 7=1.5")
+        elif knob.kind in ("strings", "token_ids"):
+            extra = r" (\n and \t for newline and tab)" if knob.kind == "strings" else ""
+            group.add_argument(knob.flag, nargs="+", metavar=knob.metavar, help=text + extra)
+        else:
+            group.add_argument(knob.flag, metavar=knob.metavar, help=text)
     group.add_argument(
         "--order", nargs="+", metavar="NAME",
         help=f"sampler order (default: {' '.join(DEFAULT_ORDER)})",
@@ -59,12 +56,18 @@ def add_sampler_options(parser: argparse.ArgumentParser) -> None:
         "--temperature-last", action="store_true",
         help="apply temperature after the filters (llama.cpp style) instead of before",
     )
+    group.add_argument(
+        "--preset", metavar="NAME", choices=sorted(PRESETS),
+        help=f"start from a named setting ({'; '.join(sorted(PRESETS))}); other options "
+        "override it",
+    )
 
 
 def samplers_used(args: argparse.Namespace) -> bool:
     """True when any sampler option was given on the command line."""
-    return any(getattr(args, f, None) is not None for f in _FIELDS) or bool(
-        getattr(args, "temperature_last", False)
+    return any(getattr(args, k.name, None) is not None for k in _knobs()) or bool(
+        getattr(args, "order", None) or getattr(args, "temperature_last", False)
+        or getattr(args, "preset", None)
     )
 
 
@@ -74,23 +77,55 @@ def params_from_args(args: argparse.Namespace, temperature: float | None) -> Sam
     Raises ``ValueError`` with one line naming the option and value when one is invalid.
     """
     from tempscope.sampling.params import SamplingParams
+    from tempscope.sampling.registry import PRESETS
 
-    fields: dict[str, Any] = {"temperature": temperature}
-    if args.top_k is not None:
-        try:
-            fields["top_k"] = int(args.top_k)
-        except ValueError:
-            raise ValueError(f"--top-k must be an integer >= 1, got {args.top_k!r}") from None
-    for name, _, _ in _FLOAT_OPTIONS:
-        value = getattr(args, name)
+    fields: dict[str, Any] = {}
+    if getattr(args, "preset", None):
+        fields.update(PRESETS[args.preset])
+    fields["temperature"] = temperature
+    for knob in _knobs():
+        value = getattr(args, knob.name, None)
         if value is not None:
-            fields[name] = parse_float(value, f"--{name.replace('_', '-')}")
-    if args.logit_bias:
-        fields["logit_bias"] = parse_logit_bias(args.logit_bias)
+            fields[knob.name] = parse_knob(knob, value)
     if args.order:
         fields["order"] = list(args.order)
-    fields["temperature_last"] = bool(args.temperature_last)
+    if args.temperature_last:
+        fields["temperature_last"] = True
     return SamplingParams(**fields)
+
+
+def parse_knob(knob: Knob, value: Any) -> Any:
+    """One option's text as the knob's type; a bad value gives one line naming the flag."""
+    if knob.kind == "float":
+        return parse_float(value, knob.flag)
+    if knob.kind == "int":
+        try:
+            return int(value)
+        except ValueError:
+            low = "" if knob.low == -math.inf else f" >= {knob.low:g}"
+            raise ValueError(f"{knob.flag} must be an integer{low}, got {value!r}") from None
+    if knob.kind == "token_bias":
+        return parse_logit_bias(value)
+    if knob.kind == "token_ids":
+        try:
+            return [int(v) for v in value]
+        except ValueError:
+            raise ValueError(f"{knob.flag} takes token ids (integers), got "
+                             f"{' '.join(value)!r}") from None
+    return [unescape(v) for v in value]
+
+
+def unescape(text: str) -> str:
+    r"""``\n``, ``\t`` and ``\\`` in a command-line string as newline, tab and backslash."""
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "\\" and i + 1 < len(text) and text[i + 1] in "nt\\":
+            out.append({"n": "\n", "t": "\t", "\\": "\\"}[text[i + 1]])
+            i += 2
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
 
 
 def parse_logit_bias(items: list[str]) -> dict[int, float]:

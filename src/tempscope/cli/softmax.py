@@ -27,6 +27,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=["1"], metavar="T",
         help="one or more temperatures >= 0 (0 = greedy, inf = uniform); default 1",
     )
+    p.add_argument(
+        "--history", nargs="+", metavar="WORD",
+        help="the words said so far (names from --words, or indices), for the samplers that "
+        "read history: penalties, DRY, bad words; e.g. --history the cat sat on the",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object per temperature")
     p.add_argument("--plot", metavar="FILE.png", help="draw the distributions side by side")
     add_sampler_options(p)
@@ -105,16 +110,35 @@ def _print_distribution(d: TokenDistribution) -> None:
     print()
 
 
+def _history(items: list[str], words: list[str]) -> list[int]:
+    """``--history`` as token ids: each item a word from ``--words`` or an index."""
+    out = []
+    for item in items:
+        if item in words:
+            out.append(words.index(item))
+        elif item.isdigit() and int(item) < len(words):
+            out.append(int(item))
+        else:
+            raise ValueError(f"--history: {item!r} is not one of the words ({' '.join(words)}) "
+                             f"nor an index below {len(words)}")
+    return out
+
+
 def _run_samplers(args: argparse.Namespace, dists: list[TokenDistribution]) -> int:
     """Raw (T = 1, no samplers) and processed probabilities side by side, per temperature."""
     import numpy as np
 
     from tempscope.sampling import probabilities
+    from tempscope.sampling.vocab import ListVocab
 
+    words = list(dists[0].words)
+    history = _history(args.history or [], words)
+    vocab = ListVocab(tuple(words))
     results = []
     for d in dists:
         params = params_from_args(args, d.temperature)
-        processed = probabilities(d.logits.tolist(), params).double().numpy()
+        processed = probabilities(d.logits.tolist(), params, history=history,
+                                  vocab=vocab).double().numpy()
         raw = np.exp(d.logits - d.logits.max())
         raw = raw / raw.sum()
         results.append((d, params.chain, raw, processed))

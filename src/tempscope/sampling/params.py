@@ -1,4 +1,5 @@
-"""``SamplingParams``: every sampler's knob in one typed, validated, frozen model.
+"""``SamplingParams``: every sampler's knob in one typed, validated, frozen model, made from
+the registry (:mod:`tempscope.sampling.registry`).
 
 Names follow vLLM / OpenAI / llama.cpp. ``None`` means off, everywhere; no value stands for
 "disabled". The order the samplers run in is data: ``order`` (a list of names from
@@ -11,82 +12,28 @@ import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
-
-#: Every stage a chain can hold, in the default order: logit processors first, then the
-#: temperature (fixed, dynatemp or EDT), then the filters, then mirostat (which reads the
-#: final, temperature-scaled distribution, as in llama.cpp). This is the order of
-#: transformers, vLLM and text-generation-webui (temperature before the filters).
-DEFAULT_ORDER: tuple[str, ...] = (
-    "logit_bias",
-    "repetition_penalty",
-    "frequency_penalty",
-    "presence_penalty",
-    "temperature",
-    "top_n_sigma",
-    "top_k",
-    "top_p",
-    "typical_p",
-    "epsilon",
-    "eta",
-    "min_p",
-    "xtc",
-    "mirostat",
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
 )
+
+from tempscope.sampling.registry import (
+    BY_NAME,
+    DEFAULT_ORDER,
+    KNOBS,
+    SAMPLERS,
+    Knob,
+    interval,
+)
+
+__all__ = ["DEFAULT_ORDER", "SAMPLER_NAMES", "SamplingParams", "check_value", "interval"]
+
 SAMPLER_NAMES: frozenset[str] = frozenset(DEFAULT_ORDER)
-
-# stage name -> the parameter that switches it on (temperature is handled on its own)
-_SWITCH: dict[str, str] = {
-    "logit_bias": "logit_bias",
-    "repetition_penalty": "repetition_penalty",
-    "frequency_penalty": "frequency_penalty",
-    "presence_penalty": "presence_penalty",
-    "top_n_sigma": "top_n_sigma",
-    "top_k": "top_k",
-    "top_p": "top_p",
-    "typical_p": "typical_p",
-    "epsilon": "epsilon",
-    "eta": "eta",
-    "min_p": "min_p",
-    "xtc": "xtc_threshold",
-    "mirostat": "mirostat_tau",
-}
-# secondary knob -> (its primary, the value it takes when left None while the primary is on)
-SECONDARY_DEFAULTS: dict[str, tuple[str, float]] = {
-    "dynatemp_exponent": ("dynatemp_range", 1.0),
-    "edt_n": ("edt_theta", 0.8),
-    "xtc_probability": ("xtc_threshold", 1.0),
-    "mirostat_eta": ("mirostat_tau", 0.1),
-}
-
-_INF = math.inf
-# name -> (low, high, low_open, high_open, practical hint)
-_RANGES: dict[str, tuple[float, float, bool, bool, str]] = {
-    "temperature": (0, _INF, False, False, "0 = greedy, 1 = unchanged, inf = uniform"),
-    "top_p": (0, 1, True, False, "typical 0.8-0.95; 1 keeps everything"),
-    "min_p": (0, 1, False, False, "typical 0.02-0.1"),
-    "typical_p": (0, 1, True, False, "typical 0.2-0.95"),
-    "epsilon": (0, 1, False, False, "typical 3e-4 to 9e-4"),
-    "eta": (0, 1, False, False, "typical 3e-4 to 2e-3"),
-    "top_n_sigma": (0, _INF, False, True, "typical 1-2"),
-    "dynatemp_range": (0, _INF, False, True, "typical 0.5-1.5"),
-    "dynatemp_exponent": (0, _INF, False, True, "1 = linear"),
-    "edt_theta": (0, _INF, False, True, "typical 0.5-1.5"),
-    "edt_n": (0, 1, True, False, "the paper uses 0.8"),
-    "xtc_threshold": (0, 1, False, False, "typical 0.1; above 0.5 never fires"),
-    "xtc_probability": (0, 1, False, False, "typical 0.5"),
-    "mirostat_tau": (0, _INF, True, True, "target surprise in bits, typical 3-5"),
-    "mirostat_eta": (0, 1, True, False, "learning rate, typical 0.1"),
-    "repetition_penalty": (0, _INF, True, True, "1 = unchanged, typical 1.05-1.3"),
-    "frequency_penalty": (-2, 2, False, False, "as in the OpenAI API"),
-    "presence_penalty": (-2, 2, False, False, "as in the OpenAI API"),
-}
-
-
-def interval(low: float, high: float, low_open: bool, high_open: bool) -> str:
-    """``(0, 1]``-style text for an interval."""
-    hi = "inf" if math.isinf(high) else f"{high:g}"
-    return f"{'(' if low_open else '['}{low:g}, {hi}{')' if high_open else ']'}"
 
 
 def check_value(name: str, value: float) -> float:
@@ -98,7 +45,9 @@ def check_value(name: str, value: float) -> float:
     >>> check_value("top_p", 0.9)
     0.9
     """
-    low, high, low_open, high_open, hint = _RANGES[name]
+    knob = KNOBS[name]
+    low, high, low_open, high_open, hint = (knob.low, knob.high, knob.low_open,
+                                            knob.high_open, knob.hint)
 
     def inside(x: float) -> bool:
         return not math.isnan(x) and (x > low if low_open else x >= low) and (
@@ -111,7 +60,10 @@ def check_value(name: str, value: float) -> float:
         )
     with np.errstate(over="ignore", under="ignore"):
         as_float32 = float(np.float32(value))
-    if not inside(as_float32):
+    # Rounding to the nearest float32 is fine (0.99 -> 0.99000001); becoming 0 or infinity
+    # (1e-300 -> 0, 1e308 -> inf) changes what the value means.
+    lost = (as_float32 == 0 and value != 0) or (math.isinf(as_float32) and math.isfinite(value))
+    if lost and not inside(as_float32):
         tiny, huge = float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max)
         raise ValueError(
             f"{name} = {value!r} becomes {as_float32!r} in float32, the precision samplers "
@@ -121,47 +73,20 @@ def check_value(name: str, value: float) -> float:
     return value
 
 
-class SamplingParams(BaseModel):
-    """How to turn one row's logits into a token: the samplers, their order and the seed.
-
-    ``None`` switches a sampler off. The chain runs the samplers named in ``order`` (default
-    :data:`DEFAULT_ORDER`) whose parameters are set, then one chooser: greedy when
-    :attr:`is_greedy`, else a seeded draw.
-
-    >>> p = SamplingParams(temperature=0.7, top_p=0.9, min_p=0.05)
-    >>> p.chain
-    ('temperature', 'top_p', 'min_p')
-    >>> SamplingParams(temperature=0.7, min_p=0.05, temperature_last=True).chain
-    ('min_p', 'temperature')
-    """
+class _SamplingBase(BaseModel):
+    """What every ``SamplingParams`` has besides the registry's knobs: seed, order and the
+    checks that come from the registry."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    temperature: float | None = 1.0  # 0 = greedy, 1 = unchanged, inf = uniform; None = off (1)
-    top_k: int | None = None  # keep the k most likely (ties at the cut kept); k > V keeps all
-    top_p: float | None = None  # nucleus: smallest set with mass >= p, (0, 1]
-    min_p: float | None = None  # keep p >= min_p * p_max, [0, 1]
-    typical_p: float | None = None  # locally typical set holding this mass, (0, 1]
-    epsilon: float | None = None  # keep p >= epsilon (truncation sampling), [0, 1]
-    eta: float | None = None  # keep p >= min(eta, sqrt(eta) * exp(-H)), [0, 1]
-    top_n_sigma: float | None = None  # keep logit >= max - n * std(logits), n >= 0
-    dynatemp_range: float | None = None  # llama.cpp dynatemp: T in [T - r, T + r] by entropy
-    dynatemp_exponent: float | None = None  # shape of that map; None with a range = 1 (linear)
-    edt_theta: float | None = None  # EDT: T = T0 * N^(theta / H)
-    edt_n: float | None = None  # EDT base N in (0, 1]; None with theta = 0.8 (the paper's)
-    xtc_threshold: float | None = None  # XTC: drop every token >= this except the least of them
-    xtc_probability: float | None = None  # chance XTC fires on a step; None with threshold = 1
-    mirostat_tau: float | None = None  # mirostat v2 target surprise (bits)
-    mirostat_eta: float | None = None  # mirostat v2 learning rate; None with tau = 0.1
-    repetition_penalty: float | None = None  # CTRL: seen logits / r if > 0 else * r
-    frequency_penalty: float | None = None  # logit -= f * count(token in history)
-    presence_penalty: float | None = None  # logit -= p * (token in history)
-    logit_bias: dict[int, float] | None = None  # token id -> added to its logit
     seed: int | None = None  # seeds this row's torch.Generator; None = fresh entropy
     order: list[str] | None = None  # sampler names in the order to run; None = DEFAULT_ORDER
-    temperature_last: bool = False  # move temperature to the end (before mirostat)
+    temperature_last: bool = False  # move temperature after the filters (before mirostat)
 
-    if not TYPE_CHECKING:
+    if TYPE_CHECKING:
+        # The knobs are fields made from the registry at import time (see below).
+        def __getattr__(self, name: str) -> Any: ...
+    else:
 
         def __init__(self, **data: Any) -> None:
             # One line a person can read, not pydantic's multi-line report.
@@ -170,43 +95,19 @@ class SamplingParams(BaseModel):
             except ValidationError as exc:
                 raise ValueError(_one_line(exc)) from None
 
-    @field_validator(*_RANGES)
+    @field_validator("*")
     @classmethod
-    def _in_range(cls, value: float | None, info: Any) -> float | None:
-        if value is None:
-            return None
-        return check_value(info.field_name, float(value))
-
-    @field_validator("top_k")
-    @classmethod
-    def _top_k(cls, value: int | None) -> int | None:
-        if value is not None and value < 1:
-            raise ValueError(
-                f"top_k must be an integer >= 1 (None = off; k > vocabulary keeps all), "
-                f"got {value}"
-            )
-        return value
+    def _knob(cls, value: Any, info: Any) -> Any:
+        knob = KNOBS.get(info.field_name)
+        if knob is None or value is None:
+            return value
+        return _check_knob(knob, value)
 
     @field_validator("seed")
     @classmethod
     def _seed(cls, value: int | None) -> int | None:
         if value is not None and not 0 <= value < 2**63:
             raise ValueError(f"seed must be an integer in [0, 2**63), got {value}")
-        return value
-
-    @field_validator("logit_bias")
-    @classmethod
-    def _bias(cls, value: dict[int, float] | None) -> dict[int, float] | None:
-        if value is None:
-            return None
-        for token, bias in value.items():
-            if token < 0:
-                raise ValueError(f"logit_bias token ids must be >= 0, got {token}")
-            if not math.isfinite(bias) or not -100 <= bias <= 100:
-                raise ValueError(
-                    f"logit_bias for token {token} must be in [-100, 100] (-100 all but bans "
-                    f"it), got {bias!r}"
-                )
         return value
 
     @field_validator("order")
@@ -224,44 +125,56 @@ class SamplingParams(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _consistent(self) -> SamplingParams:
-        for secondary, (primary, _) in SECONDARY_DEFAULTS.items():
-            if getattr(self, secondary) is not None and getattr(self, primary) is None:
-                raise ValueError(f"{secondary} is set but {primary} is not: set {primary} too")
-        if self.dynatemp_range is not None and self.edt_theta is not None:
-            raise ValueError(
-                "dynatemp_range and edt_theta both set: choose one dynamic temperature"
-            )
+    def _consistent(self) -> _SamplingBase:
+        for spec in SAMPLERS:
+            on = spec.on(self)
+            for n, knob in enumerate(spec.knobs):
+                if getattr(self, knob.name) is None or (n == 0 and knob.requires is None):
+                    continue
+                if knob.requires is None and not on:
+                    switch = spec.knobs[0].name
+                    raise ValueError(f"{knob.name} is set but {switch} is not: set {switch} too")
+                if knob.requires and getattr(self, knob.requires) is None:
+                    raise ValueError(f"{knob.name} is set but {knob.requires} is not: set "
+                                     f"{knob.requires} too")
+            if on and spec.check is not None:
+                spec.check(self)
         if self.order is not None:
             for name in self.active_stages():
                 if name not in self.order:
-                    param = _SWITCH.get(name, "temperature")
+                    param = BY_NAME[name].knobs[0].name
                     raise ValueError(
                         f"{param} is set but {name!r} is not in order={self.order}: add it or "
                         f"set {param}=None"
                     )
+        chain = self.chain
+        for n, name in enumerate(chain[:-1]):
+            if BY_NAME[name].ends_chain:
+                raise ValueError(f"{name} chooses the token itself, so it must run last, but "
+                                 f"{', '.join(chain[n + 1:])} come after it: reorder")
         return self
+
+    def __repr_args__(self) -> Any:
+        # Only what differs from the defaults: SamplingParams(temperature=0.7, top_p=0.9).
+        for name, value in super().__repr_args__():
+            info = type(self).model_fields.get(name or "")
+            if info is None or value != info.default:
+                yield name, value
 
     def active_stages(self) -> set[str]:
         """Names of the stages whose parameters are set (temperature 1 alone is a no-op)."""
-        on = {name for name, param in _SWITCH.items() if getattr(self, param) is not None}
-        if self.dynatemp_range is not None or self.edt_theta is not None or (
-            self.temperature is not None and self.temperature != 1
-        ):
-            on.add("temperature")
-        return on
+        return {spec.name for spec in SAMPLERS if spec.in_order and spec.on(self)}
 
     @property
     def resolved_order(self) -> tuple[str, ...]:
-        """The full order, ``temperature_last`` applied (mirostat stays after temperature)."""
-        names = [n for n in (self.order or DEFAULT_ORDER) if n != "temperature"]
-        at = names.index("mirostat") if self.temperature_last and "mirostat" in names else None
-        if self.temperature_last:
-            names.insert(len(names) if at is None else at, "temperature")
-        else:
-            base = list(self.order or DEFAULT_ORDER)
-            if "temperature" in base:
-                names.insert(base.index("temperature"), "temperature")
+        """The full order, ``temperature_last`` applied: temperature moves after the filters,
+        before the samplers that read the final distribution (mirostat, adaptive-p)."""
+        base = list(self.order or DEFAULT_ORDER)
+        if not self.temperature_last:
+            return tuple(base)
+        names = [n for n in base if n != "temperature"]
+        finals = [i for i, n in enumerate(names) if n in _AFTER_TEMPERATURE]
+        names.insert(finals[0] if finals else len(names), "temperature")
         return tuple(names)
 
     @property
@@ -275,10 +188,99 @@ class SamplingParams(BaseModel):
         """True when the chain always ends on one token: T = 0, or top-k = 1 with no XTC."""
         return self.temperature == 0 or (self.top_k == 1 and self.xtc_threshold is None)
 
-    def secondary(self, name: str) -> float:
-        """A secondary knob's value, its documented default when left ``None``."""
+    def value(self, name: str) -> Any:
+        """A knob's value, its registry default when left ``None`` (secondary knobs)."""
         value = getattr(self, name)
-        return SECONDARY_DEFAULTS[name][1] if value is None else float(value)
+        return KNOBS[name].default if value is None else value
+
+    def secondary(self, name: str) -> float:
+        """A numeric secondary knob's value, its documented default when left ``None``."""
+        return float(self.value(name))
+
+
+# Stages that stay after temperature when it moves last (they read the final distribution).
+_AFTER_TEMPERATURE = frozenset({"mirostat", "adaptive_p"})
+
+_TYPES: dict[str, Any] = {
+    "float": float | None,
+    "int": int | None,
+    "strings": list[str] | None,
+    "token_ids": list[int] | None,
+    "token_bias": dict[int, float] | None,
+}
+# The field's value when not given: every knob is off (None) except temperature, which is 1.
+_INITIAL: dict[str, Any] = {"temperature": 1.0}
+
+
+def _check_knob(knob: Knob, value: Any) -> Any:
+    """One knob's value, checked: numbers against the range, lists item by item."""
+    if knob.kind == "float":
+        return check_value(knob.name, float(value))
+    if knob.kind == "int":
+        low = "" if math.isinf(knob.low) else f" >= {knob.low:g}"
+        high = "" if math.isinf(knob.high) else f" and <= {knob.high:g}"
+        if not knob.low <= value <= knob.high:
+            raise ValueError(f"{knob.name} must be an integer{low}{high} ({knob.hint}; None = "
+                             f"off), got {value}")
+        return value
+    if knob.kind == "strings":
+        if any(not item for item in value):
+            raise ValueError(f"{knob.name} takes non-empty strings, got {value!r}")
+        return value
+    if knob.kind == "token_ids":
+        bad = [t for t in value if t < 0]
+        if bad:
+            raise ValueError(f"{knob.name}: token ids must be >= 0, got {bad[0]}")
+        if len(value) > MAX_NAMED_TOKENS:
+            raise ValueError(f"{knob.name}: at most {MAX_NAMED_TOKENS} token ids, got "
+                             f"{len(value)}")
+        return value
+    for token, bias in value.items():  # token_bias
+        if token < 0:
+            raise ValueError(f"{knob.name} token ids must be >= 0, got {token}")
+        if not math.isfinite(bias) or not knob.low <= bias <= knob.high:
+            raise ValueError(
+                f"{knob.name} for token {token} must be in {knob.interval} ({knob.hint}), got "
+                f"{bias!r}"
+            )
+    return value
+
+
+#: The most token ids ``logprob_token_ids`` may name.
+MAX_NAMED_TOKENS = 100
+
+if TYPE_CHECKING:
+
+    class SamplingParams(_SamplingBase):
+        """How to turn one row's logits into a token (see the runtime docstring)."""
+
+        def __init__(self, **data: Any) -> None: ...
+
+else:
+    SamplingParams = create_model(
+        "SamplingParams",
+        __base__=_SamplingBase,
+        __module__=__name__,
+        __doc__="""How to turn one row's logits into a token: the samplers, their order and the
+    seed.
+
+    One field per knob of the sampler registry (:mod:`tempscope.sampling.registry`);
+    ``None`` switches a sampler off. The chain runs the samplers named in ``order`` (default
+    :data:`DEFAULT_ORDER`) that are switched on, then one chooser: greedy when
+    :attr:`is_greedy`, else a seeded draw.
+
+    >>> p = SamplingParams(temperature=0.7, top_p=0.9, min_p=0.05)
+    >>> p.chain
+    ('temperature', 'top_p', 'min_p')
+    >>> SamplingParams(temperature=0.7, min_p=0.05, temperature_last=True).chain
+    ('min_p', 'temperature')
+    """,
+        **{
+            knob.name: (_TYPES[knob.kind], Field(default=_INITIAL.get(knob.name),
+                                                 description=knob.doc))
+            for knob in KNOBS.values()
+        },
+    )
 
 
 def _one_line(exc: ValidationError) -> str:

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor
 
-from tempscope.sampling.base import check_range, column, entropy_of, per_row
+from tempscope.sampling.base import RowSampler, check_range, column, entropy_of, per_row
 
 
 def scale(logits: Tensor, temperature: Tensor) -> Tensor:
@@ -49,7 +49,7 @@ def scale(logits: Tensor, temperature: Tensor) -> Tensor:
     return out
 
 
-class Temperature:
+class Temperature(RowSampler):
     """Divide logits by ``T``: ``T < 1`` sharpens, ``T > 1`` flattens, ``T = 0`` is greedy.
 
     Args:
@@ -61,6 +61,8 @@ class Temperature:
     """
 
     name = "temperature"
+    local = True
+    row_attrs = ("temperature",)
 
     def __init__(self, temperature: float | Tensor) -> None:
         self.temperature = per_row(temperature, dtype=torch.float64)
@@ -73,7 +75,7 @@ class Temperature:
         return f"Temperature({self.temperature.tolist()})"
 
 
-class DynamicTemperature:
+class DynamicTemperature(RowSampler):
     """llama.cpp's entropy-based temperature (``dynatemp``).
 
     ``T_dyn = T_lo + (T_hi - T_lo) * (H / H_max) ** exponent`` with ``T_lo = max(0, T - r)``,
@@ -87,6 +89,8 @@ class DynamicTemperature:
     """
 
     name = "dynatemp"
+    local = True
+    row_attrs = ("temperature", "range", "exponent")
 
     def __init__(self, temperature: float | Tensor, dynatemp_range: float | Tensor,
                  exponent: float | Tensor = 1.0) -> None:
@@ -116,7 +120,7 @@ class DynamicTemperature:
                 f"range={self.range.tolist()}, exponent={self.exponent.tolist()})")
 
 
-class EntropyTemperature:
+class EntropyTemperature(RowSampler):
     """EDT (Zhang et al. 2024): ``T = T0 * N ** (theta / H)``.
 
     ``H`` is the entropy (nats) of the current distribution at T = 1. With ``N < 1`` a
@@ -130,6 +134,8 @@ class EntropyTemperature:
     """
 
     name = "edt"
+    local = True
+    row_attrs = ("temperature", "theta", "n")
 
     def __init__(self, temperature: float | Tensor, theta: float | Tensor,
                  n: float | Tensor = 0.8) -> None:

@@ -2,8 +2,13 @@
 
 Each keeps a subset of tokens and sets the rest to ``-inf``; none rescales the kept logits.
 Shared boundary choices: each row's maximum (with its ties) always survives (typical keeps
-its most typical token instead), and a token tied
-with the last one kept is kept too, so the result never depends on token order.
+its most typical token instead), and a token tied with the last one kept is kept too, so the
+result never depends on token order.
+
+``min_keep`` (per row, default 1; 0 means the same as 1) is llama.cpp's floor: a filter never
+keeps fewer than the ``min_keep`` most likely tokens (typical: the most typical), plus ties.
+Every filter here acts only on the tokens that are still finite, so it gives the same answer
+on the top-k candidates alone (``local``).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import torch
 from torch import Tensor
 
 from tempscope.sampling.base import (
+    RowSampler,
     check_range,
     column,
     entropy_of,
@@ -25,25 +31,62 @@ from tempscope.sampling.base import (
 )
 
 
-class TopK:
+def min_keep_of(min_keep: int | Tensor) -> Tensor:
+    """``min_keep`` as a checked 0-d or ``(B,)`` int64 tensor, each ``>= 0``."""
+    t = per_row(min_keep, dtype=torch.int64)
+    check_range("min_keep", t, 0, math.inf, high_open=True)
+    return t
+
+
+def with_min_keep(keep: Tensor, order: Tensor, min_keep: Tensor) -> Tensor:
+    """``keep`` plus each row's ``min_keep`` highest entries of ``order`` (and their ties).
+
+    Args:
+        keep: ``(B, V)`` bool, what a filter keeps.
+        order: ``(B, V)`` the ranking the floor follows (logits; ``-inf`` = already removed).
+        min_keep: 0-d or ``(B,)`` int64.
+    """
+    if min_keep.ndim == 0 and int(min_keep) <= 1:  # the usual case: the filter's own floor
+        return keep
+    b, v = order.shape
+    n = column(min_keep, order).expand(b, 1).clamp(1, v)  # (B, 1)
+    nth = order.topk(int(n.max()), dim=-1).values.gather(-1, n - 1)  # (B, 1) the n-th best
+    return keep | (order >= nth)
+
+
+def min_keep_repr(min_keep: Tensor) -> str:
+    """``", min_keep=[...]"`` for a ``repr``, or nothing when every row keeps the default."""
+    return "" if bool((min_keep <= 1).all()) else f", min_keep={min_keep.tolist()}"
+
+
+class TopK(RowSampler):
     """Keep the ``k`` highest logits; ties with the k-th are kept too (as in transformers).
 
     Args:
         k: an int or ``(B,)`` int tensor, each ``>= 1``; ``k >= V`` keeps every token.
+        min_keep: keep ``max(k, min_keep)`` (llama.cpp and transformers do the same).
 
     >>> TopK(2).apply(torch.tensor([[1.0, 3.0, 2.0, 0.0]])).tolist()
     [[-inf, 3.0, 2.0, -inf]]
     """
 
     name = "top_k"
+    local = True
+    row_attrs = ("k", "min_keep")
 
-    def __init__(self, k: int | Tensor) -> None:
+    def __init__(self, k: int | Tensor, min_keep: int | Tensor = 1) -> None:
         self.k = per_row(k, dtype=torch.int64)
         check_range("top_k", self.k, 1, math.inf, high_open=True)
+        self.min_keep = min_keep_of(min_keep)
+
+    def _k(self, logits: Tensor) -> Tensor:
+        """``(B, 1)`` the k each row keeps: ``max(k, min_keep)``."""
+        k = torch.maximum(self.k, self.min_keep.to(self.k.device))
+        return column(k, logits).expand(logits.shape[0], 1)
 
     def apply(self, logits: Tensor) -> Tensor:
-        b, v = logits.shape
-        k = column(self.k, logits).expand(b, 1)  # (B, 1)
+        v = logits.shape[-1]
+        k = self._k(logits)  # (B, 1)
         everything = k >= v  # rows with k >= V keep every token
         k = torch.where(everything, 1, k)
         top = logits.topk(int(k.max()), dim=-1).values  # (B, max k), largest first
@@ -63,8 +106,8 @@ class TopK:
             ordered by token id, so ``apply(values)`` scattered back to ``ids`` equals
             ``apply(logits)``.
         """
-        b, v = logits.shape
-        k = column(self.k, logits).expand(b, 1).clamp(max=v)  # (B, 1)
+        v = logits.shape[-1]
+        k = self._k(logits).clamp(max=v)  # (B, 1)
         m = min(int(k.max()) + 1, v)  # one spare column shows whether ties run past k
         values, ids = logits.topk(m, dim=-1)  # (B, m), largest first
         kth = values.gather(-1, k - 1)  # (B, 1)
@@ -77,10 +120,10 @@ class TopK:
         return values.gather(-1, order), ids
 
     def __repr__(self) -> str:
-        return f"TopK({self.k.tolist()})"
+        return f"TopK({self.k.tolist()}{min_keep_repr(self.min_keep)})"
 
 
-class TopP:
+class TopP(RowSampler):
     """Nucleus: keep the smallest set of most likely tokens whose mass is ``>= p``.
 
     The token that crosses ``p`` is kept (so a single token is kept when the top one alone
@@ -90,16 +133,20 @@ class TopP:
 
     Args:
         p: a number or ``(B,)`` tensor in ``(0, 1]``. Practical 0.8-0.95.
+        min_keep: keep at least this many of the most likely tokens.
 
     >>> TopP(0.7).apply(torch.log(torch.tensor([[0.1, 0.6, 0.3]]))).isfinite().tolist()
     [[False, True, True]]
     """
 
     name = "top_p"
+    local = True
+    row_attrs = ("p", "min_keep")
 
-    def __init__(self, p: float | Tensor) -> None:
+    def __init__(self, p: float | Tensor, min_keep: int | Tensor = 1) -> None:
         self.p = per_row(p)
         check_range("top_p", self.p, 0, 1, low_open=True)
+        self.min_keep = min_keep_of(min_keep)
 
     def apply(self, logits: Tensor) -> Tensor:
         p = column(self.p, logits)  # (B, 1)
@@ -113,36 +160,41 @@ class TopP:
         # Mass that reaches p up to the rounding of float32 probabilities counts as reaching it.
         n_keep = (before < p.double() - 1e-7).sum(dim=-1, keepdim=True).clamp(min=1)  # (B, 1)
         cut = ranked.gather(-1, n_keep - 1)  # (B, 1) probability of the last token kept
-        return keep_only(logits, (probs >= cut) | (p >= 1))
+        keep = with_min_keep((probs >= cut) | (p >= 1), logits, self.min_keep)
+        return keep_only(logits, keep)
 
     def __repr__(self) -> str:
-        return f"TopP({self.p.tolist()})"
+        return f"TopP({self.p.tolist()}{min_keep_repr(self.min_keep)})"
 
 
-class MinP:
+class MinP(RowSampler):
     """Keep tokens with ``p >= min_p * p_max`` (ties at the cut kept).
 
     Args:
         min_p: a number or ``(B,)`` tensor in ``[0, 1]``: 0 keeps all, 1 keeps only the top.
             Practical 0.02-0.1.
+        min_keep: keep at least this many of the most likely tokens.
     """
 
     name = "min_p"
+    local = True
+    row_attrs = ("min_p", "min_keep")
 
-    def __init__(self, min_p: float | Tensor) -> None:
+    def __init__(self, min_p: float | Tensor, min_keep: int | Tensor = 1) -> None:
         self.min_p = per_row(min_p)
         check_range("min_p", self.min_p, 0, 1)
+        self.min_keep = min_keep_of(min_keep)
 
     def apply(self, logits: Tensor) -> Tensor:
         probs = probs_of(logits)  # (B, V)
         cut = column(self.min_p, logits) * probs.amax(dim=-1, keepdim=True)  # (B, 1)
-        return keep_only(logits, probs >= cut)
+        return keep_only(logits, with_min_keep(probs >= cut, logits, self.min_keep))
 
     def __repr__(self) -> str:
-        return f"MinP({self.min_p.tolist()})"
+        return f"MinP({self.min_p.tolist()}{min_keep_repr(self.min_keep)})"
 
 
-class Typical:
+class Typical(RowSampler):
     """Locally typical sampling (Meister et al. 2022), as transformers computes it.
 
     Tokens are ranked by ``|-log p - H|`` (closest to the entropy first) and the smallest
@@ -150,13 +202,18 @@ class Typical:
 
     Args:
         typical_p: a number or ``(B,)`` tensor in ``(0, 1]``; 1 keeps all. Practical 0.2-0.95.
+        min_keep: keep at least this many of the most *typical* tokens (the order this filter
+            ranks by, as in llama.cpp and transformers).
     """
 
     name = "typical_p"
+    local = True
+    row_attrs = ("mass", "min_keep")
 
-    def __init__(self, typical_p: float | Tensor) -> None:
+    def __init__(self, typical_p: float | Tensor, min_keep: int | Tensor = 1) -> None:
         self.mass = per_row(typical_p)
         check_range("typical_p", self.mass, 0, 1, low_open=True)
+        self.min_keep = min_keep_of(min_keep)
 
     def apply(self, logits: Tensor) -> Tensor:
         mass = column(self.mass, logits)  # (B, 1)
@@ -166,35 +223,40 @@ class Typical:
         ranked, order = distance.sort(dim=-1)  # most typical first
         cum = lp.exp().gather(-1, order).cumsum(dim=-1)  # (B, V)
         last = (cum < mass).sum(dim=-1, keepdim=True).clamp(max=logits.shape[-1] - 1)
-        keep = distance <= ranked.gather(-1, last)
+        keep = with_min_keep(distance <= ranked.gather(-1, last), -distance, self.min_keep)
         # The most typical token always survives (it may not be the most likely).
         return keep_only(logits, keep | (mass >= 1), keep_max=False)
 
     def __repr__(self) -> str:
-        return f"Typical({self.mass.tolist()})"
+        return f"Typical({self.mass.tolist()}{min_keep_repr(self.min_keep)})"
 
 
-class Epsilon:
+class Epsilon(RowSampler):
     """Epsilon (truncation) sampling (Hewitt et al. 2022): keep tokens with ``p >= epsilon``.
 
     Args:
         epsilon: a number or ``(B,)`` tensor in ``[0, 1]``; 0 keeps all. Practical 3e-4 to 9e-4.
+        min_keep: keep at least this many of the most likely tokens.
     """
 
     name = "epsilon"
+    local = True
+    row_attrs = ("epsilon", "min_keep")
 
-    def __init__(self, epsilon: float | Tensor) -> None:
+    def __init__(self, epsilon: float | Tensor, min_keep: int | Tensor = 1) -> None:
         self.epsilon = per_row(epsilon)
         check_range("epsilon", self.epsilon, 0, 1)
+        self.min_keep = min_keep_of(min_keep)
 
     def apply(self, logits: Tensor) -> Tensor:
-        return keep_only(logits, probs_of(logits) >= column(self.epsilon, logits))
+        keep = probs_of(logits) >= column(self.epsilon, logits)
+        return keep_only(logits, with_min_keep(keep, logits, self.min_keep))
 
     def __repr__(self) -> str:
-        return f"Epsilon({self.epsilon.tolist()})"
+        return f"Epsilon({self.epsilon.tolist()}{min_keep_repr(self.min_keep)})"
 
 
-class Eta:
+class Eta(RowSampler):
     """Eta sampling (Hewitt et al. 2022): keep ``p >= min(eta, sqrt(eta) * exp(-H))``.
 
     ``H`` is the entropy (nats) of the current distribution, so the cut loosens when the model
@@ -202,24 +264,28 @@ class Eta:
 
     Args:
         eta: a number or ``(B,)`` tensor in ``[0, 1]``; 0 keeps all. Practical 3e-4 to 2e-3.
+        min_keep: keep at least this many of the most likely tokens.
     """
 
     name = "eta"
+    local = True
+    row_attrs = ("eta", "min_keep")
 
-    def __init__(self, eta: float | Tensor) -> None:
+    def __init__(self, eta: float | Tensor, min_keep: int | Tensor = 1) -> None:
         self.eta = per_row(eta)
         check_range("eta", self.eta, 0, 1)
+        self.min_keep = min_keep_of(min_keep)
 
     def apply(self, logits: Tensor) -> Tensor:
         eta = column(self.eta, logits)  # (B, 1)
         cut = torch.minimum(eta, eta.sqrt() * torch.exp(-entropy_of(logits)))  # (B, 1)
-        return keep_only(logits, probs_of(logits) >= cut)
+        return keep_only(logits, with_min_keep(probs_of(logits) >= cut, logits, self.min_keep))
 
     def __repr__(self) -> str:
-        return f"Eta({self.eta.tolist()})"
+        return f"Eta({self.eta.tolist()}{min_keep_repr(self.min_keep)})"
 
 
-class TopNSigma:
+class TopNSigma(RowSampler):
     """Top-n-sigma (Tang et al. 2024): keep logits ``>= max - n * std``.
 
     ``std`` is the population standard deviation of the row's finite logits. The cut does not
@@ -228,13 +294,18 @@ class TopNSigma:
 
     Args:
         n: a number or ``(B,)`` tensor, ``>= 0``; ``inf`` keeps all. Practical 1-2.
+        min_keep: keep at least this many of the most likely tokens (llama.cpp's top-n-sigma
+            has no ``min_keep``).
     """
 
     name = "top_n_sigma"
+    local = True
+    row_attrs = ("n", "min_keep")
 
-    def __init__(self, n: float | Tensor) -> None:
+    def __init__(self, n: float | Tensor, min_keep: int | Tensor = 1) -> None:
         self.n = per_row(n)
         check_range("top_n_sigma", self.n, 0, math.inf)
+        self.min_keep = min_keep_of(min_keep)
 
     def apply(self, logits: Tensor) -> Tensor:
         finite = torch.isfinite(logits)  # (B, V)
@@ -243,8 +314,8 @@ class TopNSigma:
         mean = x.sum(dim=-1, keepdim=True) / count
         var = torch.where(finite, (x - mean) ** 2, 0.0).sum(dim=-1, keepdim=True) / count
         top = logits.amax(dim=-1, keepdim=True)
-        keep = logits >= top - column(self.n, logits) * var.sqrt()
-        return keep_only(logits, keep | is_max(logits))
+        keep = (logits >= top - column(self.n, logits) * var.sqrt()) | is_max(logits)
+        return keep_only(logits, with_min_keep(keep, logits, self.min_keep))
 
     def __repr__(self) -> str:
-        return f"TopNSigma({self.n.tolist()})"
+        return f"TopNSigma({self.n.tolist()}{min_keep_repr(self.min_keep)})"

@@ -8,13 +8,17 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from tempscope.sampling.base import check_range, column, keep_only, per_row, probs_of
+from tempscope.sampling.base import RowSampler, check_range, column, keep_only, per_row, probs_of
+from tempscope.sampling.truncation import min_keep_of, min_keep_repr
 
 
-class XTC:
+class XTC(RowSampler):
     """With chance ``probability``, remove every token with ``p >= threshold`` except the least
     likely of them (and its ties). Nothing happens when fewer than two tokens reach the
     threshold, so at least one token always survives and ``threshold > 0.5`` never fires.
+
+    ``min_keep`` follows llama.cpp: XTC fires only when at least ``min_keep`` tokens would be
+    left; otherwise the row is untouched (it never removes just some of the top choices).
 
     Args:
         threshold: a number or ``(B,)`` tensor in ``[0, 1]``. Practical 0.1.
@@ -22,17 +26,22 @@ class XTC:
         generators: one ``torch.Generator`` (or ``None`` = torch's global one) per row; each row
             draws one uniform per step from its own generator, only while its probability is
             ``> 0``, so a row's result never depends on the other rows.
+        min_keep: per row, ``>= 0``; 0 and 1 both mean "at least one token".
     """
 
     name = "xtc"
+    local = True
+    row_attrs = ("threshold", "probability", "generators", "min_keep")
 
     def __init__(self, threshold: float | Tensor, probability: float | Tensor,
-                 generators: Sequence[torch.Generator | None]) -> None:
+                 generators: Sequence[torch.Generator | None],
+                 min_keep: int | Tensor = 1) -> None:
         self.threshold = per_row(threshold)
         self.probability = per_row(probability)
         check_range("xtc_threshold", self.threshold, 0, 1)
         check_range("xtc_probability", self.probability, 0, 1)
         self.generators = list(generators)
+        self.min_keep = min_keep_of(min_keep)
 
     def coins(self, logits: Tensor) -> Tensor:
         """``(B, 1)`` bool: whether XTC fires on each row at this step."""
@@ -50,8 +59,12 @@ class XTC:
         probs = probs_of(logits)  # (B, V)
         above = (probs >= column(self.threshold, logits)) & (probs > 0)  # (B, V) candidates
         least = torch.where(above, probs, math.inf).amin(dim=-1, keepdim=True)  # (B, 1)
-        fire = self.coins(logits) & (above.sum(dim=-1, keepdim=True) >= 2)  # (B, 1)
-        return keep_only(logits, ~(fire & above & (probs > least)), keep_max=False)
+        drop = above & (probs > least)  # (B, V) what firing removes
+        left = torch.isfinite(logits).sum(-1, keepdim=True) - drop.sum(-1, keepdim=True)
+        enough = left >= column(self.min_keep, logits)  # (B, 1)
+        fire = self.coins(logits) & (above.sum(dim=-1, keepdim=True) >= 2) & enough
+        return keep_only(logits, ~(fire & drop), keep_max=False)
 
     def __repr__(self) -> str:
-        return f"XTC(threshold={self.threshold.tolist()}, probability={self.probability.tolist()})"
+        return (f"XTC(threshold={self.threshold.tolist()}, "
+                f"probability={self.probability.tolist()}{min_keep_repr(self.min_keep)})")

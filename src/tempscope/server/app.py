@@ -109,6 +109,15 @@ def create_app(model: Backend, *, api_key: str | None = None,
         return {"model": st.name, "facts": st.model.facts.to_dict(),
                 "limits": dataclasses.asdict(st.limits), "auth": st.api_key is not None}
 
+    @app.get("/v1/samplers", responses=error_responses(401))
+    async def samplers() -> dict[str, Any]:
+        """The sampler registry: every sampler, its request fields (type, range, default, the
+        names llama.cpp and vLLM use), the default order and the presets. The playground
+        builds its controls from it."""
+        from tempscope.sampling.registry import catalogue
+
+        return catalogue()
+
     def openapi() -> dict[str, Any]:
         """FastAPI's spec, minus the 422 it lists for every body (this server answers a
         validation error with a 400 in the OpenAI shape, which the spec lists instead), plus

@@ -15,6 +15,7 @@ from tempscope.server.limits import ServerLimits
 from tempscope.server.responses import (
     CompletionLogprobs,
     FinishReason,
+    NamedLogprob,
     TokenLogprob,
     TopLogprob,
 )
@@ -40,7 +41,8 @@ def sampling_params(fields: SamplerFields, vocab_size: int, *,
     """Build :class:`SamplingParams` from a request's sampler fields.
 
     Range checks are the library's; its errors come back as a 400 naming the request field.
-    ``top_k`` of ``-1`` or ``0`` means off (vLLM's convention), ``temperature`` None means 1.
+    ``top_k`` of ``-1`` or ``0`` means off (vLLM's convention), so does ``mirostat`` 0
+    (llama.cpp's); ``temperature`` None means 1.
     """
     from tempscope.sampling import SamplingParams
 
@@ -55,10 +57,18 @@ def sampling_params(fields: SamplerFields, vocab_size: int, *,
             raise APIError(400, f"{name} is not supported by this server's samplers; leave it "
                            "out", param=name, code="unsupported_parameter")
         kwargs[target] = value
-    if fields.top_k is not None and fields.top_k in (-1, 0):
+    if kwargs.get("top_k") in (-1, 0):  # vLLM's "off"
         del kwargs["top_k"]
     if fields.logit_bias is not None:
         kwargs["logit_bias"] = _logit_bias(fields.logit_bias, vocab_size)
+    if kwargs.get("mirostat") == 0:  # llama.cpp's "off" switches its knobs off too
+        for name in ("mirostat", "mirostat_tau", "mirostat_eta"):
+            kwargs.pop(name, None)
+    outside = [t for t in fields.logprob_token_ids or () if not 0 <= t < vocab_size]
+    if outside:
+        raise APIError(400, f"logprob_token_ids: token id {outside[0]} is outside the "
+                       f"vocabulary [0, {vocab_size})", param="logprob_token_ids",
+                       code="invalid_value")
     if temperature is not None:
         kwargs["temperature"] = temperature
     elif "temperature" not in kwargs:
@@ -299,7 +309,9 @@ def completion_logprobs(events: Sequence[StepEvent], k: int, raw: bool,
                         offset: int = 0) -> CompletionLogprobs:
     """The legacy completions ``logprobs`` object for these steps."""
     tokens, lps, tops, offsets = [], [], [], []
+    named: list[dict[str, float]] = []
     for ev in events:
+        named.append({str(a.token_id): _logp(a, raw) for a in ev.named})
         tokens.append(ev.text)
         lps.append(token_logprob(ev, raw))
         top: dict[str, float] = {}
@@ -309,7 +321,8 @@ def completion_logprobs(events: Sequence[StepEvent], k: int, raw: bool,
         offsets.append(offset)
         offset += len(ev.text)
     return CompletionLogprobs(tokens=tokens, token_logprobs=lps, top_logprobs=tops,
-                              text_offset=offsets)
+                              text_offset=offsets,
+                              named_logprobs=named if any(named) else None)
 
 
 def chat_logprobs(events: Sequence[StepEvent], k: int, raw: bool) -> list[TokenLogprob]:
@@ -319,6 +332,16 @@ def chat_logprobs(events: Sequence[StepEvent], k: int, raw: bool) -> list[TokenL
                      bytes=list(ev.text.encode()),
                      top_logprobs=[TopLogprob(token=a.text, logprob=lp,
                                               bytes=list(a.text.encode()))
-                                   for a, lp in alternatives(ev, k, raw)])
+                                   for a, lp in alternatives(ev, k, raw)],
+                     named_logprobs=[NamedLogprob(token=a.text, token_id=a.token_id,
+                                                  logprob=_logp(a, raw),
+                                                  bytes=list(a.text.encode()))
+                                     for a in ev.named] or None)
         for ev in events
     ]
+
+
+def _logp(alt: Alternative, raw: bool) -> float:
+    """An alternative's log-probability (raw or processed) as the API reports it."""
+    p = alt.raw_prob if raw else alt.prob
+    return math.log(p) if p > 0 else NEG_INF_LOGPROB

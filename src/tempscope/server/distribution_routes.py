@@ -4,6 +4,7 @@ after the sampler chain, from one forward pass."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
@@ -21,18 +22,19 @@ from tempscope.server.schemas import DistributionRequest, SamplerFields
 from tempscope.server.state import ServerState, get_state
 
 if TYPE_CHECKING:
-    import torch
+    from tempscope import lab
 
 router = APIRouter()
 
-# Fields that leave the distribution as softmax(logits / T) when they are the only ones set.
-_NOT_SAMPLERS = {"temperature", "seed", "logprobs_mode", "sampler_order", "temperature_last"}
 
 
 def samplers_on(fields: SamplerFields) -> bool:
-    """Whether any sampler besides temperature is set."""
-    return any(getattr(fields, name) is not None for name in SamplerFields.model_fields
-               if name not in _NOT_SAMPLERS)
+    """Whether any sampler besides temperature is set (a stage of the chain, in the registry's
+    words: settings such as ``min_keep`` or ``logprob_token_ids`` alone change nothing)."""
+    from tempscope.sampling.registry import SPEC_OF
+
+    return any(getattr(fields, name) is not None for name, spec in SPEC_OF.items()
+               if spec.in_order and spec.name != "temperature")
 
 
 @router.post("/v1/distribution", response_model=DistributionResponse)
@@ -73,61 +75,32 @@ def _user(text: str) -> Any:
 
 def _compute(st: ServerState, body: DistributionRequest, ids: list[int], params: list[Any]
              ) -> DistributionResponse:
-    import torch
+    from tempscope import lab
 
-    from tempscope.distribution import effective_vocab, entropy, softmax
-    from tempscope.sampling import probabilities
-
-    model = st.model
-    logits = _last_logits(st, ids)  # (V,) float32
-    top = min(body.top, logits.shape[-1])
-    order = torch.topk(logits, top).indices.tolist()  # top-N by logit, most likely first
-    texts = {t: model.token_text(t) for t in order}
-    # All temperatures through the chain at once: (B, V), one row per temperature.
-    processed = probabilities(logits.expand(len(params), -1), params,
-                              history=[ids] * len(params))
-    rows = []
-    for t, proc in zip(body.temperatures, processed, strict=True):
-        raw = softmax(logits, t)  # (V,)
-        best = torch.topk(proc, top).indices.tolist()
-        for tok in best:
-            texts.setdefault(tok, model.token_text(tok))
-        rows.append(TemperatureDistribution(
-            temperature=t, raw=_summary(raw, entropy, effective_vocab),
-            processed=_summary(proc, entropy, effective_vocab),
-            raw_probs=raw[order].tolist(), probs=proc[order].tolist(),
-            top=[DistributionToken(token_id=tok, text=texts[tok], logit=float(logits[tok]),
-                                   raw_prob=float(raw[tok]), prob=float(proc[tok]))
-                 for tok in best]))
-    return DistributionResponse(
-        model=st.name, prompt_tokens=len(ids), vocab_size=int(logits.shape[-1]),
-        samplers_on=samplers_on(body),
-        tokens=[VocabToken(token_id=tok, text=texts[tok], logit=float(logits[tok]))
-                for tok in order],
-        temperatures=rows,
-        logits=[round(x, 4) for x in logits.tolist()] if body.return_logits else None)
+    logits, _ = st.last_logits(ids)  # (V,) float32
+    d = lab.step_distribution(st.model, ids, params, top=body.top, logits=logits)
+    return DistributionResponse(**distribution_fields(st, d, samplers_on(body),
+                                                      body.return_logits))
 
 
-def _summary(p: torch.Tensor, entropy: Any, effective_vocab: Any) -> DistributionSummary:
-    return DistributionSummary(entropy=float(entropy(p)), effective_vocab=float(
-        effective_vocab(p)), top_probability=float(p.max()), kept=int((p > 0).sum()))
+def distribution_fields(st: ServerState, d: lab.StepDistribution, samplers_on: bool,
+                        return_logits: bool) -> dict[str, Any]:
+    """The fields ``/v1/distribution`` and ``/v1/lab/step`` share, from one step's
+    :class:`~tempscope.lab.StepDistribution`."""
+    texts, x = d.texts, d.logits
+    return {
+        "model": st.name, "prompt_tokens": len(d.ids), "vocab_size": int(x.shape[-1]),
+        "samplers_on": samplers_on,
+        "tokens": [VocabToken(token_id=t, text=texts[t], logit=float(x[t])) for t in d.tokens],
+        "temperatures": [TemperatureDistribution(
+            temperature=row.temperature, raw=_summary(row.raw),
+            processed=_summary(row.processed), raw_probs=row.raw_probs, probs=row.probs,
+            top=[DistributionToken(token_id=t, text=texts[t], logit=float(x[t]), raw_prob=rp,
+                                   prob=p) for t, rp, p in row.top])
+            for row in d.temperatures],
+        "logits": [round(v, 4) for v in x.tolist()] if return_logits else None,
+    }
 
 
-_CACHE_SIZE = 16  # recent prompts whose logits are kept: a slider moving costs no forward pass
-
-
-def _last_logits(st: ServerState, ids: list[int]) -> torch.Tensor:
-    from tempscope.nexttoken import last_logits
-
-    key = tuple(ids)
-    with st.cache_lock:
-        hit: torch.Tensor | None = st.logits_cache.get(key)
-        if hit is not None:
-            st.logits_cache.move_to_end(key)
-            return hit
-    out: torch.Tensor = last_logits(st.model, ids).float().reshape(-1)  # (V,)
-    with st.cache_lock:
-        st.logits_cache[key] = out
-        while len(st.logits_cache) > _CACHE_SIZE:
-            st.logits_cache.popitem(last=False)
-    return out
+def _summary(s: lab.Summary) -> DistributionSummary:
+    return DistributionSummary(**dataclasses.asdict(s))

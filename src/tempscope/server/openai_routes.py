@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from tempscope.server import convert
-from tempscope.server.batcher import BatcherBusy, Done, Job
-from tempscope.server.errors import APIError
 from tempscope.server.responses import (
     ChatChoice,
     ChatChunkChoice,
@@ -31,6 +27,13 @@ from tempscope.server.responses import (
 )
 from tempscope.server.schemas import ChatCompletionRequest, CompletionRequest
 from tempscope.server.state import ServerState, get_state
+from tempscope.server.streaming import (
+    first_item,
+    job_results,
+    stream,
+    streamed,
+    streaming_response,
+)
 
 if TYPE_CHECKING:
     from tempscope.generation import RowResult, RowSpec, StepEvent
@@ -78,107 +81,6 @@ def _usage(plan: _Plan, results: Sequence[RowResult]) -> Usage:
                  total_tokens=plan.prompt_tokens + completion)
 
 
-async def _next(job: Job, request: Request) -> tuple[int, StepEvent] | Done:
-    """The job's next queue item; a client that disconnects meanwhile cancels the job."""
-    while True:
-        try:
-            return await asyncio.wait_for(job.queue.get(), timeout=0.25)
-        except TimeoutError:
-            if await request.is_disconnected():
-                job.cancel()
-                raise APIError(499, "client disconnected") from None
-
-
-async def _results(job: Job, request: Request) -> list[RowResult]:
-    """Wait for a job's results (a non-streaming job queues nothing before its Done)."""
-    try:
-        while not isinstance(item := await _next(job, request), Done):
-            pass
-        return _unwrap(item)
-    finally:
-        job.cancel()  # a no-op when the job finished; stops its rows otherwise
-
-
-async def _first(job: Job, request: Request) -> tuple[int, StepEvent] | Done:
-    """A streaming job's first item, awaited before the response starts: a job that fails
-    before its first token is refused with its own status, not a 200 carrying an error."""
-    try:
-        item = await _next(job, request)
-        if isinstance(item, Done):
-            _unwrap(item)
-        return item
-    except BaseException:
-        job.cancel()
-        raise
-
-
-def _unwrap(done: Done) -> list[RowResult]:
-    if done.error is not None:
-        if isinstance(done.error, BatcherBusy):
-            raise APIError(503, f"the server is busy: {done.error}", type="server_error",
-                           code="server_busy")
-        if isinstance(done.error, ValueError):
-            raise APIError(400, str(done.error), code="invalid_value")
-        raise APIError(500, f"generation failed: {type(done.error).__name__}: {done.error}",
-                       type="server_error")
-    assert done.results is not None
-    return done.results
-
-
-def _sse(chunk: BaseModel | dict[str, object]) -> str:
-    data = chunk.model_dump_json() if isinstance(chunk, BaseModel) else json.dumps(chunk)
-    return f"data: {data}\n\n"
-
-
-async def _stream(job: Job, first: tuple[int, StepEvent] | Done,
-                  chunks: Callable[[int, StepEvent], BaseModel | None],
-                  head: list[BaseModel], tail: Callable[[list[RowResult]], list[BaseModel]]
-                  ) -> AsyncIterator[str]:
-    """Server-sent events: ``head`` chunks, one chunk per step event (from ``first`` on),
-    ``tail`` chunks, then ``[DONE]``. A client that goes away cancels the job (Starlette
-    cancels this generator). An error after the first token can only be an event."""
-    try:
-        for chunk in head:
-            yield _sse(chunk)
-        item = first
-        while True:
-            if isinstance(item, Done):
-                try:
-                    results = _unwrap(item)
-                except APIError as err:
-                    yield _sse(err.body())
-                    break
-                for chunk in tail(results):
-                    yield _sse(chunk)
-                break
-            out = chunks(*item)
-            if out is not None:
-                yield _sse(out)
-            item = await job.queue.get()
-        yield "data: [DONE]\n\n"
-    finally:
-        job.cancel()
-
-
-def _streaming(gen: AsyncIterator[str]) -> StreamingResponse:
-    return StreamingResponse(gen, media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-
-
-def _streamed(chunk: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
-    """The spec's second form of a 200: with ``"stream": true``, server-sent events, each
-    ``data: <chunk JSON>`` (an error after the first token: ``data: <ErrorResponse>``), then
-    ``data: [DONE]``. Before Open API 3.2 a stream's ``schema`` describes one event."""
-    json_data = {"type": "string", "contentMediaType": "application/json",
-                 "contentSchema": {"anyOf": [{"$ref": f"#/components/schemas/{chunk.__name__}"},
-                                             {"$ref": "#/components/schemas/ErrorResponse"}]}}
-    event = {"type": "object", "required": ["data"],
-             "properties": {"data": {"anyOf": [{"const": "[DONE]"}, json_data]}}}
-    return {200: {"description": f"the JSON body; with \"stream\": true, server-sent events "
-                  f"of {chunk.__name__} chunks ending with data: [DONE]",
-                  "content": {"text/event-stream": {"schema": event}}}}
-
-
 # Models the stream events refer to, for the spec's components.
 STREAM_CHUNKS: tuple[type[BaseModel], ...] = (CompletionResponse, ChatCompletionChunk)
 
@@ -187,7 +89,7 @@ DEFAULT_COMPLETION_TOKENS = 16  # OpenAI's max_tokens when a completions request
 
 
 @router.post("/v1/completions", response_model=CompletionResponse,
-             responses=_streamed(CompletionResponse))
+             responses=streamed(CompletionResponse))
 async def completions(body: CompletionRequest, request: Request
                       ) -> CompletionResponse | StreamingResponse:
     """Text completion, OpenAI's legacy shape; extra sampler fields as vLLM names them."""
@@ -202,7 +104,7 @@ async def completions(body: CompletionRequest, request: Request
     max_tokens = (body.max_tokens if body.max_tokens is not None
                   else min(DEFAULT_COMPLETION_TOKENS, st.limits.max_tokens))
     plan = _plan(st, body, encoded, max_tokens, body.stop, body.logprobs, "logprobs",
-                 body.logprobs is not None, "prompt")
+                 body.logprobs is not None or bool(body.logprob_token_ids), "prompt")
     job = st.submit(plan.rows, top_alternatives=plan.top_logprobs, events=body.stream)
     rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
     eos = set(st.model.eos_token_ids)
@@ -234,9 +136,9 @@ async def completions(body: CompletionRequest, request: Request
             return [CompletionResponse(id=rid, created=created, model=st.name, choices=[],
                                        usage=_usage(plan, results))]
 
-        return _streaming(_stream(job, await _first(job, request), chunk, [], tail))
+        return streaming_response(stream(job, await first_item(job, request), chunk, [], tail))
 
-    results = await _results(job, request)
+    results = await job_results(job, request)
     choices = [
         CompletionChoice(
             index=i, text=echo(i) + r.text, finish_reason=convert.finish_reason(r.finish_reason),
@@ -250,7 +152,7 @@ async def completions(body: CompletionRequest, request: Request
 
 
 @router.post("/v1/chat/completions", response_model=ChatCompletionResponse,
-             responses=_streamed(ChatCompletionChunk))
+             responses=streamed(ChatCompletionChunk))
 async def chat_completions(body: ChatCompletionRequest, request: Request
                            ) -> ChatCompletionResponse | StreamingResponse:
     """Chat completion: the model's chat template, then the same batched engine."""
@@ -264,7 +166,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request
         room = st.model.facts.context_length - len(ids)
         max_tokens = max(1, min(st.limits.default_chat_max_tokens, st.limits.max_tokens, room))
     plan = _plan(st, body, [ids], max_tokens, body.stop, body.top_logprobs, "top_logprobs",
-                 body.logprobs, "messages")
+                 body.logprobs or bool(body.logprob_token_ids), "messages")
     job = st.submit(plan.rows, top_alternatives=plan.top_logprobs, events=body.stream)
     rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     eos = set(st.model.eos_token_ids)
@@ -296,9 +198,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request
             return [ChatCompletionChunk(id=rid, created=created, model=st.name, choices=[],
                                         usage=_usage(plan, results))]
 
-        return _streaming(_stream(job, await _first(job, request), chunk, head, tail))
+        return streaming_response(stream(job, await first_item(job, request), chunk, head, tail))
 
-    results = await _results(job, request)
+    results = await job_results(job, request)
     choices = [
         ChatChoice(index=i, message=ChatMessageOut(content=r.text), logprobs=logprobs(r.steps),
                    finish_reason=convert.finish_reason(r.finish_reason))

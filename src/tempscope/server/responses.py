@@ -23,6 +23,9 @@ class CompletionLogprobs(BaseModel):
     token_logprobs: list[float]
     top_logprobs: list[dict[str, float]]
     text_offset: list[int]
+    # Per step, the log-probability of each token named in logprob_token_ids (token id as
+    # text -> logprob), whatever its rank; absent when none were named.
+    named_logprobs: list[dict[str, float]] | None = None
 
 
 class CompletionChoice(BaseModel):
@@ -48,8 +51,15 @@ class TopLogprob(BaseModel):
     bytes: list[int] | None
 
 
+class NamedLogprob(TopLogprob):
+    """A token named in ``logprob_token_ids``: its id beside its text."""
+
+    token_id: int
+
+
 class TokenLogprob(TopLogprob):
     top_logprobs: list[TopLogprob]
+    named_logprobs: list[NamedLogprob] | None = None  # logprob_token_ids, in the order named
 
 
 class ChatLogprobs(BaseModel):

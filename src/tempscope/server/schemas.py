@@ -8,13 +8,14 @@ SamplingParams` itself, so the library stays the one place that knows them.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     ValidationInfo,
+    create_model,
     field_validator,
     model_validator,
 )
@@ -23,39 +24,64 @@ from pydantic.json_schema import SkipJsonSchema
 _STRICT = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 
 
-class SamplerFields(BaseModel):
-    """Sampling knobs shared by every route. ``None`` (or leaving a field out) means off.
-
-    ``temperature`` 0 is greedy. ``top_k`` accepts vLLM's ``-1`` / ``0`` as "off" for
-    compatibility. ``sampler_order`` lists the samplers in the order they run.
-    """
+class _SamplerBase(BaseModel):
+    """What every request has besides the registry's knobs."""
 
     model_config = _STRICT
 
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    min_p: float | None = None
-    typical_p: float | None = None
-    top_n_sigma: float | None = None
-    epsilon: float | None = None
-    eta: float | None = None
-    repetition_penalty: float | None = None
-    frequency_penalty: float | None = None
-    presence_penalty: float | None = None
-    dynatemp_range: float | None = None
-    dynatemp_exponent: float | None = None
-    edt_theta: float | None = None
-    edt_n: float | None = None
-    xtc_threshold: float | None = None
-    xtc_probability: float | None = None
-    mirostat_tau: float | None = None
-    mirostat_eta: float | None = None
-    logit_bias: dict[str, float] | None = None
     sampler_order: list[str] | None = Field(default=None, max_length=32)
     temperature_last: bool | None = None
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
     logprobs_mode: Literal["raw", "processed"] = "processed"
+
+    if TYPE_CHECKING:
+        def __getattr__(self, name: str) -> Any: ...
+
+
+# The request type of each kind of knob (JSON object keys are strings: token ids as text).
+_WIRE_TYPES: dict[str, Any] = {
+    "float": float | None,
+    "int": int | None,
+    "strings": list[str] | None,
+    "token_ids": list[int] | None,
+    "token_bias": dict[str, float] | None,
+}
+# The most items a list knob may hold in one request.
+_MAX_ITEMS = {"strings": 64, "token_ids": 100}
+
+
+def _sampler_fields() -> dict[str, Any]:
+    """One request field per knob of the sampler registry."""
+    from tempscope.sampling.registry import KNOBS
+
+    out: dict[str, Any] = {}
+    for knob in KNOBS.values():
+        out[knob.name] = (_WIRE_TYPES[knob.kind], Field(
+            default=None, description=knob.doc, max_length=_MAX_ITEMS.get(knob.kind)))
+    return out
+
+
+if TYPE_CHECKING:
+
+    class SamplerFields(_SamplerBase):
+        """Sampling knobs shared by every route (see the runtime docstring)."""
+
+        def __init__(self, **data: Any) -> None: ...
+
+else:
+    SamplerFields = create_model(
+        "SamplerFields",
+        __base__=_SamplerBase,
+        __module__=__name__,
+        __doc__="""Sampling knobs shared by every route, one per knob of the sampler registry
+    (``GET /v1/samplers`` lists them). ``None`` (or leaving a field out) means off.
+
+    ``temperature`` 0 is greedy. ``top_k`` accepts vLLM's ``-1`` / ``0`` and ``mirostat``
+    llama.cpp's ``0`` as "off" for compatibility. ``sampler_order`` lists the samplers in the
+    order they run.
+    """,
+        **_sampler_fields(),
+    )
 
 
 class StreamOptions(BaseModel):

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from tempscope.generation import RowSpec
 
 DEFAULT_ALIAS = "default"  # a model name that always means the served model
+LOGITS_CACHE_SIZE = 16  # recent prompts whose last-position logits are kept
 
 
 @dataclass
@@ -31,9 +32,28 @@ class ServerState:
     api_key: str | None
     # Forward passes outside the batcher (/v1/distribution) that may run at once.
     model_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
-    # Last-position logits of recent prompts (token ids -> (V,) tensor), for /v1/distribution.
+    # Last-position logits of recent prompts (token ids -> (V,) tensor): ``last_logits``.
     logits_cache: OrderedDict[tuple[int, ...], Any] = field(default_factory=OrderedDict)
     cache_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def last_logits(self, ids: Sequence[int]) -> tuple[Any, bool]:
+        """``(V,)`` float32 last-position logits after ``ids`` and whether they came from the
+        cache (recent prompts are kept, so a slider moving costs no forward pass). Blocking:
+        call it from a worker thread."""
+        from tempscope.nexttoken import last_logits
+
+        key = tuple(ids)
+        with self.cache_lock:
+            hit = self.logits_cache.get(key)
+            if hit is not None:
+                self.logits_cache.move_to_end(key)
+                return hit, True
+        out = last_logits(self.model, list(ids)).float().reshape(-1)  # (V,)
+        with self.cache_lock:
+            self.logits_cache[key] = out
+            while len(self.logits_cache) > LOGITS_CACHE_SIZE:
+                self.logits_cache.popitem(last=False)
+        return out, False
 
     def check_model(self, requested: str | None) -> None:
         """404 unless ``requested`` names the served model (or is None / ``"default"``)."""

@@ -1,0 +1,132 @@
+"""Every place that lists samplers lists exactly the registry: SamplingParams, the CLI flags, the
+server's request schema, the remote field mapping, GET /v1/samplers, the docs table; and
+BatchSampler builds every registered sampler without knowing any by name."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from tempscope.cli.options import add_sampler_options, params_from_args
+from tempscope.remote import CORE_FIELDS, EXTRA_FIELDS, NEUTRAL_FIELDS
+from tempscope.remote_engine import request_fields
+from tempscope.sampling import BatchSampler, SamplingParams
+from tempscope.sampling.registry import (
+    BY_NAME,
+    DEFAULT_ORDER,
+    KNOBS,
+    PRESETS,
+    SAMPLERS,
+    catalogue,
+    markdown_table,
+)
+from tempscope.sampling.vocab import ListVocab
+from tempscope.server.schemas import SamplerFields
+
+ROOT = Path(__file__).resolve().parents[1]
+NOT_KNOBS = {"seed", "order", "temperature_last"}
+SERVER_NOT_KNOBS = {"seed", "sampler_order", "temperature_last", "logprobs_mode"}
+
+# A value that switches each sampler on (and is in range), by the sampler's switch knob.
+ON: dict[str, object] = {
+    "logit_bias": {1: 2.0}, "bad_words": ["ab"], "min_tokens": 2, "repetition_penalty": 1.3,
+    "frequency_penalty": 0.5, "presence_penalty": 0.5, "dry_multiplier": 0.8,
+    "temperature": 0.7, "smoothing_factor": 0.3, "top_n_sigma": 1.0, "top_k": 3, "top_p": 0.9,
+    "typical_p": 0.9, "tfs_z": 0.9, "top_a": 0.2, "epsilon": 0.01, "eta": 0.01, "min_p": 0.05,
+    "xtc_threshold": 0.1, "mirostat_tau": 3.0, "adaptive_target": 0.5, "min_keep": 2,
+    "logprob_token_ids": [1, 2],
+}
+
+
+def test_names_are_unique_and_every_stage_has_an_implementation() -> None:
+    assert len({s.name for s in SAMPLERS}) == len(SAMPLERS)
+    assert len(KNOBS) == sum(len(s.knobs) for s in SAMPLERS)
+    for spec in SAMPLERS:
+        assert spec.doc and all(k.doc for k in spec.knobs), spec.name
+        assert spec.in_order == bool(spec.impl or spec.build), spec.name
+    assert set(ON) == {s.knobs[0].name for s in SAMPLERS}
+
+
+def test_sampling_params_fields_are_the_registry() -> None:
+    assert set(SamplingParams.model_fields) - NOT_KNOBS == set(KNOBS)
+    for name, knob in KNOBS.items():
+        assert SamplingParams.model_fields[name].description == knob.doc
+
+
+def test_cli_flags_are_the_registry() -> None:
+    parser = argparse.ArgumentParser()
+    add_sampler_options(parser)
+    dests = {a.dest for a in parser._actions} - {"help", "order", "temperature_last", "preset"}
+    assert dests == set(KNOBS) - {"temperature"}  # temperature: each command's own -t
+
+
+def test_server_request_fields_are_the_registry() -> None:
+    assert set(SamplerFields.model_fields) - SERVER_NOT_KNOBS == set(KNOBS)
+
+
+def test_remote_mapping_covers_the_registry() -> None:
+    assert set(KNOBS) <= set(EXTRA_FIELDS) | CORE_FIELDS
+    wire_off = {n: v for k in KNOBS.values() for n, v in k.wire_off.items()}
+    assert dict(NEUTRAL_FIELDS) == wire_off
+
+
+def test_catalogue_is_json_and_lists_every_knob() -> None:
+    data = json.loads(json.dumps(catalogue()))
+    assert [s["name"] for s in data["samplers"]] == [s.name for s in SAMPLERS]
+    assert {f["name"] for s in data["samplers"] for f in s["fields"]} == set(KNOBS)
+    assert data["default_order"] == list(DEFAULT_ORDER)
+    for preset in PRESETS.values():
+        SamplingParams(**preset)  # every preset is valid
+
+
+def test_docs_table_is_the_registry() -> None:
+    docs = (ROOT / "docs" / "samplers.md").read_text(encoding="utf-8")
+    assert markdown_table() in docs, (
+        "docs/samplers.md's table is out of date: paste "
+        "`python -c 'from tempscope.sampling.registry import markdown_table as t; print(t())'`")
+
+
+@pytest.mark.parametrize("spec", [s for s in SAMPLERS if s.in_order], ids=lambda s: s.name)
+def test_every_stage_builds_and_runs(spec: object) -> None:
+    """Switch each sampler on through SamplingParams alone: BatchSampler builds it from the
+    registry, runs it, and the chosen token is one the chain kept."""
+    name = spec.name  # type: ignore[attr-defined]
+    switch = BY_NAME[name].knobs[0].name
+    params = SamplingParams(**{switch: ON[switch], "seed": 0})
+    assert name in params.chain
+    vocab = ListVocab(("a", "b", "ab", ":", "c", "d"))
+    s = BatchSampler([params, SamplingParams(seed=1)], vocab_size=6, prompt_ids=[[0, 1, 0], [2]],
+                     vocab=vocab)
+    assert s.groups[0].stages, name
+    x = torch.tensor([[1.0, 2.0, 0.5, -1.0, 0.0, 1.5]] * 2)
+    for _ in range(3):
+        processed = s.process(x)
+        token = s.choose(processed)
+        assert all(math.isfinite(processed[r, t].item()) for r, t in enumerate(token.tolist()))
+        s.accept(token)
+
+
+@pytest.mark.parametrize("switch", sorted(ON))
+def test_each_switch_reaches_every_surface(switch: str) -> None:
+    """The same value through the CLI parser, the server schema and the remote mapping."""
+    knob = KNOBS[switch]
+    value = ON[switch]
+    # CLI
+    if switch != "temperature":
+        parser = argparse.ArgumentParser()
+        add_sampler_options(parser)
+        text = ([f"{k}={v}" for k, v in value.items()] if isinstance(value, dict)
+                else [str(v) for v in value] if isinstance(value, list) else [str(value)])
+        args = parser.parse_args([knob.flag, *text])
+        assert getattr(params_from_args(args, 1.0), switch) == value
+    # server
+    wire = {str(k): v for k, v in value.items()} if isinstance(value, dict) else value
+    assert getattr(SamplerFields(**{switch: wire}), switch) == wire
+    # remote: the user's setting goes out under its name
+    if switch != "temperature":
+        assert switch in request_fields(SamplingParams(**{switch: value}))
