@@ -19,7 +19,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tempscope.server import distribution_routes, openai_routes
+from tempscope.server import distribution_routes, lab_routes, openai_routes
 from tempscope.server.batcher import Batcher
 from tempscope.server.errors import (
     APIError,
@@ -87,6 +87,7 @@ def create_app(model: Backend, *, api_key: str | None = None,
     responses = error_responses(400, 401, 404, 408, 413, 429, 500, 503)
     app.include_router(openai_routes.router, responses=responses)
     app.include_router(distribution_routes.router, responses=responses)
+    app.include_router(lab_routes.router, responses=responses)
 
     @app.get("/health")
     async def health(request: Request) -> dict[str, Any]:
