@@ -7,7 +7,6 @@ server (no CDN). Screenshots land in ``test-artifacts/`` (git-ignored) as ``lab-
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,14 +14,10 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import BROWSER_MARKS
 from tests.server_helpers import LiveServer, live_server
 
-CHROMIUM = "/usr/bin/chromium"
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(shutil.which(CHROMIUM) is None,
-                       reason=f"{CHROMIUM} is missing: apt-get install -y chromium"),
-]
+pytestmark = BROWSER_MARKS
 COLUMNS_DONE = ("n => { const c = document.querySelectorAll('.column');"
                 " return c.length === n && [...c].every(x => x.dataset.state === 'done'); }")
 OUTPUT_DONE = "document.getElementById('output').dataset.state === 'done'"
@@ -32,17 +27,6 @@ OUTPUT_DONE = "document.getElementById('output').dataset.state === 'done'"
 def server(tiny_model_dir: Path) -> Iterator[LiveServer]:
     with live_server(tiny_model_dir) as s:
         yield s
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic",
-            "--disable-background-networking"])
-        yield b
-        b.close()
 
 
 @dataclass

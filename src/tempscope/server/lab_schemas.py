@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pydantic.json_schema import SkipJsonSchema
+from pydantic import BaseModel, ConfigDict, Field
 
 from tempscope.server.responses import TemperatureDistribution, VocabToken
-from tempscope.server.schemas import SamplerFields
+from tempscope.server.schemas import SamplerFields, TemperatureList
 
 MAX_TREE_DEPTH = 6  # levels below the prompt one tree request may expand
 MAX_TREE_TOP = 10  # children per node
@@ -35,19 +34,8 @@ class LabText(SamplerFields):
     tokens: list[int] = Field(default_factory=list)  # ids after the prompt (a branch's path)
 
 
-class _Temperatures(LabText):
-    # Not a field here (the spec leaves it out); declared only to answer with a pointer to
-    # ``temperatures`` instead of a bare "unknown field".
-    temperature: SkipJsonSchema[float | None] = None
-    temperatures: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
-
-    @field_validator("temperature")
-    @classmethod
-    def _one_temperature_field(cls, value: float | None) -> float | None:
-        if value is not None:
-            raise ValueError("use temperatures: [...] (a list) on the lab routes, not "
-                             "temperature")
-        return value
+class _Temperatures(LabText, TemperatureList):
+    """A lab request at several temperatures."""
 
 
 class ContinueRequest(_Temperatures):

@@ -247,7 +247,23 @@ class ChatCompletionRequest(SamplerFields):
         return self
 
 
-class DistributionRequest(SamplerFields):
+class TemperatureList(SamplerFields):
+    """Sampler fields at several temperatures: ``temperatures`` replaces ``temperature``."""
+
+    # Not a field here (the spec leaves it out); declared only to answer with a pointer to
+    # ``temperatures`` instead of a bare "unknown field".
+    temperature: SkipJsonSchema[float | None] = None
+    temperatures: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
+
+    @field_validator("temperature")
+    @classmethod
+    def _one_temperature_field(cls, value: float | None) -> float | None:
+        if value is not None:
+            raise ValueError("use temperatures: [...] (a list) on this route, not temperature")
+        return value
+
+
+class DistributionRequest(TemperatureList):
     """``POST /v1/distribution``: the next-token distribution at several temperatures.
 
     ``temperatures`` replaces ``temperature``; the other sampler fields give the processed
@@ -261,20 +277,8 @@ class DistributionRequest(SamplerFields):
          "return_logits": True},
     )
 
-    # Not a field here (the spec leaves it out); declared only to answer with a pointer to
-    # ``temperatures`` instead of a bare "unknown field".
-    temperature: SkipJsonSchema[float | None] = None
     model: str | None = None
     prompt: str
     chat: bool = False
-    temperatures: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
     top: int = Field(default=10, ge=1)
     return_logits: bool = False
-
-    @field_validator("temperature")
-    @classmethod
-    def _one_temperature_field(cls, value: float | None) -> float | None:
-        if value is not None:
-            raise ValueError("use temperatures: [...] (a list) on /v1/distribution, not "
-                             "temperature")
-        return value
