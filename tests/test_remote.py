@@ -248,7 +248,9 @@ def test_llama_cpp_server_measures_what_was_asked(tmp_path: Path) -> None:
         proc = run_cli("next", prompt, "-t", "0.5", "1", "2", "--top", "3", "--seed", "0",
                        "--endpoint", url)
         assert proc.returncode == 0, proc.stderr
-        assert "samplers switched off on the server: top_k=0" in proc.stdout
+        (line,) = [ln for ln in proc.stdout.splitlines()
+                   if ln.startswith("samplers switched off on the server: ")]
+        assert "top_k=0" in line and "min_p=0" in line and "repeat_penalty=1" in line
         assert "nan" not in proc.stdout and "outside the top-" in proc.stdout
         proc = run_cli("next", prompt, "-t", "1", "--json", "--endpoint", url)
         assert proc.returncode == 0, proc.stderr
