@@ -537,6 +537,25 @@ def gemma(runs: int, decode_tokens: int, samples: int, torch_samples: int,
 
 # ------------------------------------------------------------------------------ report
 
+def study(out: Path, engine: str = "torch", prompts: int = 100,
+          new_tokens: int = 128) -> dict[str, Any]:
+    """S1: the committed-size `tempscope study degeneration` in a fresh process, wall time
+    from start to report (model load, 10 decoders, human scoring, metrics, figure)."""
+    import shutil
+
+    shutil.rmtree(out, ignore_errors=True)  # a resumed run would time nothing
+    cli = str(Path(sys.executable).with_name("tempscope"))  # the venv's console script
+    cmd = [cli, "study", "degeneration", "--engine", engine, "--prompts", str(prompts),
+           "--max-new-tokens", str(new_tokens), "--out", str(out)]
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - start
+    generated = 10 * prompts * new_tokens
+    return {"engine": engine, "prompts": prompts, "new_tokens": new_tokens, "out": str(out),
+            "wall_s": wall, "generated_tokens": generated,
+            "checks": [check("20 minutes", wall / 1200, "<= 20 min", wall <= 1200)]}
+
+
 def machine() -> dict[str, Any]:
     cpu = platform.processor()
     try:
@@ -653,6 +672,14 @@ def markdown(res: dict[str, Any]) -> str:
             f"{r['history']}+ token history)", f"{r['dry_chain_ms']:.1f} ms",
             f"{r['forward_ms']:.0f} ms torch forward", f"{r['dry_fraction'] * 100:.1f} %",
             "measured", None)
+    r = b.get("S1")
+    if r is not None:
+        c = r["checks"][0]
+        row("S1", f"`tempscope study degeneration` at the committed size: 10 decoders x "
+            f"{r['prompts']} prompts x {r['new_tokens']} tokens, {r['engine']} engine, fresh "
+            "process, model load to report", f"{r['wall_s'] / 60:.1f} min "
+            f"({r['generated_tokens'] / r['wall_s']:.0f} generated tok/s overall)", "-", "-",
+            c["goal"], c["met"])
     cli = f"`tempscope next \"{PROMPT}\"`, fresh process, empty cache"
     for key, what, unit, fmt in (("P7", "peak RSS", "peak_rss_mb", "{:.0f} MB"),
                                  ("P8", "wall time", "wall_s", "{:.1f} s")):
@@ -727,8 +754,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--torch-cold-runs", type=int, default=1,
                     help="cold `tempscope next --engine torch` runs (each converts; ~40 s)")
     # a fresh process for one model on one engine (the Gemma rows)
-    ap.add_argument("--only", choices=["P6"],
+    ap.add_argument("--only", choices=["P6", "study"],
                     help="rerun one measurement into the existing results.json/.md")
+    ap.add_argument("--study-out", type=Path, default=Path("runs/degen"),
+                    help="where --only study leaves its run (default runs/degen)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
     ap.add_argument("--engine", help=argparse.SUPPRESS)
@@ -761,10 +790,13 @@ def main(argv: list[str] | None = None) -> int:
         log(f"{key}: " + json.dumps({k: v for k, v in value.items() if k != "detail"}))
         (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
 
-    if args.only == "P6":  # one measurement into the results of the last full run
+    if args.only:  # one measurement into the results of the last full run
         results = json.loads((args.out / "results.json").read_text())
         bench = results["benchmarks"]
-        save("P6", p6(load_torch()))
+        if args.only == "P6":
+            save("P6", p6(load_torch()))
+        else:
+            save("S1", study(args.study_out))
         (args.out / "results.md").write_text(markdown(results))
         print(markdown(results))
         return 0
