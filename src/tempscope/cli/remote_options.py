@@ -11,7 +11,8 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from tempscope.cli.common import print_table
@@ -76,6 +77,23 @@ def warn_stats(client: RemoteClient) -> None:
     if s.retries:
         print(f"tempscope: {s.requests} requests, {s.retries} retried "
               f"({', '.join(sorted(set(s.retried_statuses)))})", file=sys.stderr)
+
+
+@contextmanager
+def resumable(client: RemoteClient | None, out: object) -> Iterator[None]:
+    """Around a resumable run (sweep, study): a server fault that ends it says the samples so
+    far are saved and a rerun resumes; a run that ends well reports the client's retries and
+    closes it."""
+    from tempscope.remote import RemoteError
+
+    try:
+        yield
+    except RemoteError as exc:
+        raise RemoteError(f"{exc}; the samples received so far are saved in {out}: rerun "
+                          "the same command to resume") from None
+    if client is not None:
+        warn_stats(client)
+        client.close()
 
 
 def print_next(result: RemoteNextToken, *, as_json: bool) -> None:

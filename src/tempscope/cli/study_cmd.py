@@ -72,7 +72,7 @@ def run_degeneration_cmd(args: argparse.Namespace) -> int:
     check_range(args.batch_rows, "--batch-rows", high=MAX_ROWS)
     parse_seed(str(args.seed))
     check_study(args.prompts, args.max_new_tokens, args.prompt_tokens, args.batch_rows)
-    from tempscope.cli.remote_options import client_from_args, warn_ignored, warn_stats
+    from tempscope.cli.remote_options import client_from_args, resumable, warn_ignored
 
     started = time.monotonic()
     client = client_from_args(args)
@@ -93,20 +93,12 @@ def run_degeneration_cmd(args: argparse.Namespace) -> int:
         found = check_settings(client, {d.name: d.params for d in DECODERS})
         warn_ignored(found["ignored"], found["refused"])
         tokenizer = load_model(args.tokenizer, device="cpu")
-    from tempscope.remote import RemoteError
-
-    try:
+    with resumable(client, args.out):
         run_degeneration(client if client is not None else model, out=args.out,
                          prompts=args.prompts, max_new_tokens=args.max_new_tokens,
                          prompt_tokens=args.prompt_tokens, seed=args.seed,
                          batch_rows=args.batch_rows, tokenizer=tokenizer,
                          progress=_Progress())
-    except RemoteError as exc:
-        raise RemoteError(f"{exc}; the samples received so far are saved in {args.out}: rerun "
-                          "the same command to resume") from None
-    if client is not None:
-        warn_stats(client)
-        client.close()
     html = write_degeneration_report(args.out)
     print(f"{args.out}/report.md, {html} and {args.out}/figures/degeneration.png written in "
           f"{time.monotonic() - started:.0f} s")

@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     check_rows(block, f"one prompt's {len(configs)} config(s) x {len(temperatures)} "
                f"temperature(s) x --n {args.n}",
                "use a smaller --n, or fewer temperatures or configs")
-    from tempscope.cli.remote_options import client_from_args, warn_ignored, warn_stats
+    from tempscope.cli.remote_options import client_from_args, resumable, warn_ignored
 
     client = client_from_args(args)
     model: Any = client if client is not None else load_from_args(args)
@@ -120,21 +120,13 @@ def run(args: argparse.Namespace) -> int:
         from tempscope.models import load_model
 
         judge = load_model(args.judge, device=args.device)
-    from tempscope.remote import RemoteError
     from tempscope.study import sweep
 
-    try:
-        with _ProgressBar() as bar:
-            frame = sweep(model, prompts, temperatures, configs=configs, n=args.n,
-                          max_new_tokens=args.max_new_tokens, seed=args.seed, out=args.out,
-                          judge=judge, chat=args.chat, batch_rows=args.batch_rows,
-                          progress=bar.update)
-    except RemoteError as exc:
-        raise RemoteError(f"{exc}; the samples received so far are saved in {args.out}: rerun "
-                          "the same command to resume") from None
-    if client is not None:
-        warn_stats(client)
-        client.close()
+    with resumable(client, args.out), _ProgressBar() as bar:
+        frame = sweep(model, prompts, temperatures, configs=configs, n=args.n,
+                      max_new_tokens=args.max_new_tokens, seed=args.seed, out=args.out,
+                      judge=judge, chat=args.chat, batch_rows=args.batch_rows,
+                      progress=bar.update)
     print(f"{len(frame)} samples in {args.out}/samples.jsonl; next: tempscope report {args.out}")
     return 0
 
