@@ -219,6 +219,8 @@ def test_each_colouring_mode_changes_the_page(open_page: Any, artifacts_dir: Pat
     page.fill("#seed", "3")
     page.fill("#max-tokens", "24")
     page.fill("#temp-value", "1.5")
+    page.click("summary:has-text('Every sampler')")
+    page.fill("#s-logprob_token_ids", "97, 98")  # two tokens to follow at every step
     page.click("#generate")
     page.wait_for_function(OUTPUT_DONE, timeout=60_000)
     looks = {}
@@ -243,11 +245,13 @@ def test_each_colouring_mode_changes_the_page(open_page: Any, artifacts_dir: Pat
     raw = page.eval_on_selector_all("#output .t",
                                     "els => els.map(e => getComputedStyle(e).backgroundColor)")
     assert tuple(raw) != looks["probability"][0]
-    # Hover shows the top alternatives with raw and processed probability.
+    # Hover shows the top alternatives with raw and processed probability, then the tokens
+    # named in logprob_token_ids, whatever their rank.
     page.locator("#output .t").first.hover()
     page.wait_for_selector("#tooltip:not([hidden])")
-    assert page.locator("#tooltip .tip-row").count() == 5
+    assert page.locator("#tooltip .tip-row").count() == 5 + 2
     assert page.locator("#tooltip .tip-row").first.locator("span").count() == 3
+    assert "logprob_token_ids" in page.inner_text("#tooltip")
 
 
 def test_a_shared_link_reproduces_the_same_text(open_page: Any, server: LiveServer) -> None:

@@ -101,6 +101,7 @@ class TokenInfo:
     bucket: Bucket | None  # GLTR bucket of that rank (None: unknown)
     top: list[Candidate]  # the likeliest alternatives after processing, then by raw odds
     finished: str | None  # the row's finish reason on its last step
+    named: list[Candidate]  # the tokens of logprob_token_ids, whatever their rank
 
 
 def token_info(model: Backend, event: StepEvent, *, alternatives: int = 10) -> TokenInfo:
@@ -116,7 +117,8 @@ def token_info(model: Backend, event: StepEvent, *, alternatives: int = 10) -> T
         bucket=None if rank is None else gltr_bucket(rank),
         top=[Candidate(a.token_id, a.text, a.raw_prob, a.prob)
              for a in event.top[:alternatives]],
-        finished=event.finished)
+        finished=event.finished,
+        named=[Candidate(a.token_id, a.text, a.raw_prob, a.prob) for a in event.named])
 
 
 @dataclass(frozen=True)

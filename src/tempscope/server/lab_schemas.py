@@ -107,12 +107,11 @@ class LabToken(BaseModel):
     prob: float  # under the distribution it was drawn from
     raw_entropy: float  # nats, T = 1
     entropy: float  # nats, of the distribution it was drawn from
-    rank: int | None  # 1-based rank in the raw distribution; None = beyond those counted
-    # GLTR bucket of the rank; None = not counted that far (ranks are counted among the
-    # server's top_logprobs cap of alternatives per step)
-    bucket: Literal["top10", "top100", "top1000", "rest"] | None
+    rank: int | None  # 1-based rank in the raw distribution (over the whole vocabulary)
+    bucket: Literal["top10", "top100", "top1000", "rest"] | None  # GLTR bucket of the rank
     top: list[LabCandidate]  # the likeliest alternatives after processing, then raw
     finished: str | None = None  # the row's finish reason, on its last token
+    named: list[LabCandidate] = []  # the tokens of logprob_token_ids, whatever their rank
 
 
 class LabPiece(BaseModel):

@@ -147,10 +147,15 @@ export function showTip(ev) {
   const cols = el("div", "tip-cols");
   cols.append(el("span", "", "alternative"), el("span", "", "raw"), el("span", "", "processed"));
   tip.appendChild(cols);
-  for (const a of tok.top.slice(0, 5)) {
+  const addRow = (a) => {
     const row = el("div", "tip-row" + (a.token_id === tok.token_id ? " chosen" : ""));
     row.append(el("span", "", visible(a.text)), el("span", "", pct(a.raw_prob)), el("span", "", pct(a.prob)));
     tip.appendChild(row);
+  };
+  tok.top.slice(0, 5).forEach(addRow);
+  if (tok.named && tok.named.length) {  // logprob_token_ids: the tokens asked for, any rank
+    tip.appendChild(el("div", "tip-head", "tokens you named (logprob_token_ids)"));
+    tok.named.forEach(addRow);
   }
   tip.hidden = false;
   const r = span.getBoundingClientRect();
