@@ -130,3 +130,17 @@ def test_each_switch_reaches_every_surface(switch: str) -> None:
     # remote: the user's setting goes out under its name
     if switch != "temperature":
         assert switch in request_fields(SamplingParams(**{switch: value}))
+
+
+def test_sweep_configs_take_every_knob() -> None:
+    """A `tempscope sweep --config` names any registry knob, new ones included."""
+    from tempscope.cli.sweep_cmd import parse_configs
+
+    configs = parse_configs(["dry:dry_multiplier=0.8,dry_sequence_breakers=a|b,min_keep=2",
+                             "v1:mirostat=1,mirostat_tau=3,bad_words=[\"the cat\"]"],
+                            SamplingParams())
+    assert configs["dry"].chain == ("dry",) and configs["dry"].dry_sequence_breakers == ["a", "b"]
+    assert configs["dry"].min_keep == 2
+    assert configs["v1"].chain == ("bad_words", "mirostat") and configs["v1"].mirostat == 1
+    with pytest.raises(ValueError, match="dry_base is set but dry_multiplier is not"):
+        parse_configs(["x:dry_base=2"], SamplingParams())
