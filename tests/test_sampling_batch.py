@@ -219,3 +219,14 @@ def test_half_precision_logits_are_upcast() -> None:
     s = BatchSampler([SamplingParams(top_k=2)], vocab_size=4)
     out = s.process(P4.reshape(1, 4).half())
     assert out.dtype == torch.float32
+
+
+def test_top_n_sigma_off_row_beside_an_on_row_keeps_everything() -> None:
+    """A row without top-n-sigma gets n = inf; with a standard deviation that is 0 in float32
+    (inf * 0 = NaN) it must still keep every token. Found by Hypothesis."""
+    x = torch.zeros(2, 6)
+    x[:, 1] = 1.1754943508222875e-38  # float32's smallest normal: its square underflows to 0
+    s = BatchSampler([SamplingParams(), SamplingParams(top_n_sigma=0.0)], vocab_size=6)
+    out = s.process(x)
+    assert torch.isfinite(out[0]).all()
+    assert torch.isfinite(out[1]).tolist() == [False, True] + [False] * 4  # n = 0: the max

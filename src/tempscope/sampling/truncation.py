@@ -314,7 +314,9 @@ class TopNSigma(RowSampler):
         mean = x.sum(dim=-1, keepdim=True) / count
         var = torch.where(finite, (x - mean) ** 2, 0.0).sum(dim=-1, keepdim=True) / count
         top = logits.amax(dim=-1, keepdim=True)
-        keep = (logits >= top - column(self.n, logits) * var.sqrt()) | is_max(logits)
+        n = column(self.n, logits)  # (B, 1)
+        # n = inf keeps every token, also when std is 0 (inf * 0 would be NaN and cut them)
+        keep = (logits >= top - n * var.sqrt()) | is_max(logits) | torch.isinf(n)
         return keep_only(logits, with_min_keep(keep, logits, self.min_keep))
 
     def __repr__(self) -> str:
