@@ -31,7 +31,8 @@ from tempscope.sampling.registry import (
     interval,
 )
 
-__all__ = ["DEFAULT_ORDER", "SAMPLER_NAMES", "SamplingParams", "check_value", "interval"]
+__all__ = ["DEFAULT_ORDER", "KNOB_TYPES", "MAX_NAMED_TOKENS", "SAMPLER_NAMES", "SamplingParams",
+           "check_value", "interval"]
 
 SAMPLER_NAMES: frozenset[str] = frozenset(DEFAULT_ORDER)
 
@@ -201,7 +202,8 @@ class _SamplingBase(BaseModel):
 # Stages that stay after temperature when it moves last (they read the final distribution).
 _AFTER_TEMPERATURE = frozenset({"mirostat", "adaptive_p"})
 
-_TYPES: dict[str, Any] = {
+#: The Python type of each kind of knob (None = off).
+KNOB_TYPES: dict[str, Any] = {
     "float": float | None,
     "int": int | None,
     "strings": list[str] | None,
@@ -276,7 +278,7 @@ else:
     ('min_p', 'temperature')
     """,
         **{
-            knob.name: (_TYPES[knob.kind], Field(default=_INITIAL.get(knob.name),
+            knob.name: (KNOB_TYPES[knob.kind], Field(default=_INITIAL.get(knob.name),
                                                  description=knob.doc))
             for knob in KNOBS.values()
         },

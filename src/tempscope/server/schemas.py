@@ -21,6 +21,8 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
+from tempscope.sampling.params import KNOB_TYPES, MAX_NAMED_TOKENS
+
 _STRICT = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 
 
@@ -38,16 +40,11 @@ class _SamplerBase(BaseModel):
         def __getattr__(self, name: str) -> Any: ...
 
 
-# The request type of each kind of knob (JSON object keys are strings: token ids as text).
-_WIRE_TYPES: dict[str, Any] = {
-    "float": float | None,
-    "int": int | None,
-    "strings": list[str] | None,
-    "token_ids": list[int] | None,
-    "token_bias": dict[str, float] | None,
-}
+# The request type of each kind of knob: the library's, except that JSON object keys are
+# strings (token ids as text).
+_WIRE_TYPES: dict[str, Any] = {**KNOB_TYPES, "token_bias": dict[str, float] | None}
 # The most items a list knob may hold in one request.
-_MAX_ITEMS = {"strings": 64, "token_ids": 100}
+_MAX_ITEMS = {"strings": 64, "token_ids": MAX_NAMED_TOKENS}
 
 
 def _sampler_fields() -> dict[str, Any]:
