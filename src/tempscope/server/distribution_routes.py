@@ -18,7 +18,7 @@ from tempscope.server.responses import (
     TemperatureDistribution,
     VocabToken,
 )
-from tempscope.server.schemas import DistributionRequest, SamplerFields
+from tempscope.server.schemas import DistributionRequest
 from tempscope.server.state import ServerState, get_state
 
 if TYPE_CHECKING:
@@ -26,15 +26,6 @@ if TYPE_CHECKING:
 
 router = APIRouter()
 
-
-
-def samplers_on(fields: SamplerFields) -> bool:
-    """Whether any sampler besides temperature is set (a stage of the chain, in the registry's
-    words: settings such as ``min_keep`` or ``logprob_token_ids`` alone change nothing)."""
-    from tempscope.sampling.registry import SPEC_OF
-
-    return any(getattr(fields, name) is not None for name, spec in SPEC_OF.items()
-               if spec.in_order and spec.name != "temperature")
 
 
 @router.post("/v1/distribution", response_model=DistributionResponse)
@@ -79,18 +70,17 @@ def _compute(st: ServerState, body: DistributionRequest, ids: list[int], params:
 
     logits, _ = st.last_logits(ids)  # (V,) float32
     d = lab.step_distribution(st.model, ids, params, top=body.top, logits=logits)
-    return DistributionResponse(**distribution_fields(st, d, samplers_on(body),
-                                                      body.return_logits))
+    return DistributionResponse(**distribution_fields(st, d, body.return_logits))
 
 
-def distribution_fields(st: ServerState, d: lab.StepDistribution, samplers_on: bool,
+def distribution_fields(st: ServerState, d: lab.StepDistribution,
                         return_logits: bool) -> dict[str, Any]:
     """The fields ``/v1/distribution`` and ``/v1/lab/step`` share, from one step's
     :class:`~tempscope.lab.StepDistribution`."""
     texts, x = d.texts, d.logits
     return {
         "model": st.name, "prompt_tokens": len(d.ids), "vocab_size": int(x.shape[-1]),
-        "samplers_on": samplers_on,
+        "samplers_on": d.samplers_on,
         "tokens": [VocabToken(token_id=t, text=texts[t], logit=float(x[t])) for t in d.tokens],
         "temperatures": [TemperatureDistribution(
             temperature=row.temperature, raw=_summary(row.raw),

@@ -220,8 +220,7 @@ async def step(body: StepRequest, request: Request) -> StepResponse:
                           param="tokens" if body.tokens else "prompt")
     async with st.model_slots:
         d, cached = await asyncio.to_thread(_step_distribution, st, ids, params, body.top)
-    return StepResponse(cached=cached, **distribution_fields(st, d, d.samplers_on,
-                                                             body.return_logits))
+    return StepResponse(cached=cached, **distribution_fields(st, d, body.return_logits))
 
 
 def _step_distribution(st: ServerState, ids: list[int], params: list[SamplingParams],
