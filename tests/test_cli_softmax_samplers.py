@@ -76,3 +76,15 @@ def test_bad_sampler_value_one_line() -> None:
     assert r.returncode == 2
     assert "top_p must be in (0, 1]" in r.stderr and "got 1.5" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_history_needs_a_sampler_that_reads_it() -> None:
+    r = run_cli("softmax", "1", "2", "--words", "a", "b", "--history", "a")
+    assert r.returncode == 2 and "--history is read only by samplers" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    r = run_cli("softmax", "1", "2", "--words", "a", "b", "--history", "c",
+                "--repetition-penalty", "1.3")
+    assert r.returncode == 2 and "'c' is not one of the words" in r.stderr
+    r = run_cli("softmax", "1", "2", "--words", "a", "b", "--history", "b",
+                "--repetition-penalty", "2", "--json")
+    assert r.returncode == 0, r.stderr

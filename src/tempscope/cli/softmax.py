@@ -46,6 +46,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("no logits given: try `tempscope softmax 2 4 3`")
     logits = [parse_float(v, "logit") for v in raw]
     temperatures = [parse_float(v, "temperature") for v in args.temperatures]
+    if args.history and not samplers_used(args):
+        raise ValueError("--history is read only by samplers that look at what was said "
+                         "(penalties, DRY, bad words): add one, e.g. --repetition-penalty 1.3")
     if args.plot is not None:
         check_output_file(args.plot, "--plot", suffix=".png")
     import numpy as np
