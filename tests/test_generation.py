@@ -196,8 +196,9 @@ def test_the_context_length_ends_the_row(tiny: LoadedModel) -> None:
 
 # ---------------------------------------------------------------- rows leaving the batch
 
+@pytest.mark.parametrize("reproducible", [True, False])
 def test_rows_finishing_early_leave_the_batch_without_changing_the_others(
-    tiny: LoadedModel,
+    tiny: LoadedModel, reproducible: bool,
 ) -> None:
     eos_now = SamplingParams(temperature=0, logit_bias={256: 100.0})
     hot = SamplingParams(temperature=1.2)
@@ -215,19 +216,26 @@ def test_rows_finishing_early_leave_the_batch_without_changing_the_others(
         return original(*args, **kwargs)
 
     tiny.model.forward = counting
+    tiny.reproducible = reproducible
     try:
         together = generate_rows(tiny, specs)
+        assert [r.finish_reason for r in together] == ["length", "eos", "length", "length"]
+        assert [r.n_tokens for r in together] == [9, 1, 2, 6]
+        live = [3, 2, 2, 2, 2, 1, 1, 1]  # rows still running at each step after the first
+        if reproducible:  # a batch-of-one pass per prompt, then per live row and step
+            assert sizes == [1] * (4 + sum(live))
+        else:  # one call per step for the whole batch
+            assert sizes == [4, *live]
+        # finished rows stop costing work
+        for spec, result in zip(specs, together, strict=True):
+            assert generate_rows(tiny, [spec])[0].token_ids == result.token_ids
     finally:
         del tiny.model.forward
-    assert [r.finish_reason for r in together] == ["length", "eos", "length", "length"]
-    assert [r.n_tokens for r in together] == [9, 1, 2, 6]
-    # one call per step for the whole batch; finished rows stop costing work
-    assert sizes == [4, 3, 2, 2, 2, 2, 1, 1, 1]
-    for spec, result in zip(specs, together, strict=True):
-        assert generate_rows(tiny, [spec])[0].token_ids == result.token_ids
+        tiny.reproducible = True
 
 
-def test_identical_prompts_share_one_prefill(tiny: LoadedModel) -> None:
+@pytest.mark.parametrize("reproducible", [True, False])
+def test_identical_prompts_share_one_prefill(tiny: LoadedModel, reproducible: bool) -> None:
     calls: list[tuple[int, int]] = []
     original = tiny.model.forward
 
@@ -236,13 +244,16 @@ def test_identical_prompts_share_one_prefill(tiny: LoadedModel) -> None:
         return original(*args, **kwargs)
 
     tiny.model.forward = counting
+    tiny.reproducible = reproducible
     try:
         samples = generate(tiny, "same prompt", [SamplingParams(temperature=t)
                                                  for t in (0.5, 1, 2)], n=4, max_new_tokens=3,
                            seed=0)
     finally:
         del tiny.model.forward
-    assert calls == [(1, len("same prompt")), (12, 1), (12, 1)]
+        tiny.reproducible = True
+    steps = [(1, 1)] * 24 if reproducible else [(12, 1), (12, 1)]  # 12 rows, 2 more tokens
+    assert calls == [(1, len("same prompt")), *steps]
     assert len(samples) == 12
 
 

@@ -138,11 +138,18 @@ def test_temperature_only_matches_distribution_softmax(values: list[float], t: f
        st.lists(sampling_params(), min_size=2, max_size=4))
 def test_per_row_parameters_match_rows_alone(rows: list[list[float]],
                                              params: list[SamplingParams]) -> None:
-    """Each row of a mixed batch is processed exactly as it would be on its own."""
+    """Each row of a mixed batch is processed exactly as it would be on its own, to the bit
+    (batch invariance: a seeded row's tokens must not depend on its company), and draws the
+    same token from the same seed."""
     n = min(len(rows), len(params))
     x = torch.stack([pad(r) for r in rows[:n]])
     history = [[i, 2 * i] for i in range(n)]
-    together = BatchSampler(params[:n], vocab_size=12, prompt_ids=history).process(x)
+    batch = BatchSampler(params[:n], vocab_size=12, prompt_ids=history,
+                         seeds=list(range(n)))
+    together = batch.process(x)
+    chosen = batch.choose(together)
     for i in range(n):
-        alone = BatchSampler([params[i]], vocab_size=12, prompt_ids=[history[i]])
-        torch.testing.assert_close(together[i : i + 1], alone.process(x[i : i + 1]))
+        alone = BatchSampler([params[i]], vocab_size=12, prompt_ids=[history[i]], seeds=[i])
+        mine = alone.process(x[i : i + 1])
+        assert torch.equal(together[i : i + 1], mine), (params[i], together[i], mine)
+        assert int(alone.choose(mine)) == int(chosen[i])

@@ -134,6 +134,7 @@ def load_model(
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     engine: str = "auto",
+    reproducible: bool = True,
 ) -> Backend:
     """Load a causal LM and its tokenizer, ready for inference, on one engine.
 
@@ -148,6 +149,11 @@ def load_model(
             llama-cpp-python) or ``"auto"``: llama.cpp for a ``.gguf`` file or the embedded
             model when llama-cpp-python is installed and nothing asks for torch (a ``dtype``,
             or a GPU that this llama.cpp build cannot use), torch otherwise.
+        reproducible: every row of a batch computed exactly as it would alone, so a seeded
+            row gives the same tokens alone, in any batch, after a resume and under server
+            load (``Backend.reproducible``). ``False`` lets the torch engine batch rows into
+            shared matrix products: faster for many rows, but a row's tokens may then change
+            with its company. llama.cpp is batch-invariant either way.
 
     Returns:
         A :class:`~tempscope.engine.backend.Backend`: a :class:`LoadedModel` (torch) or a
@@ -158,7 +164,14 @@ def load_model(
             not installed; the message says why and what to do.
         ValueError: an unknown device, dtype or engine, or one the engine cannot use.
     """
-    choice = _check_engine(engine)
+    backend = _load(name_or_path, device, dtype, _check_engine(engine))
+    if not reproducible:
+        backend.reproducible = False
+    return backend
+
+
+def _load(name_or_path: str | os.PathLike[str] | None, device: str | torch.device | None,
+          dtype: str | torch.dtype | None, choice: str) -> Backend:
     name = None if name_or_path is None else os.fspath(name_or_path)
     if name is not None and not name.strip():
         raise ModelLoadError(f"empty model name: {_HOW_TO}")

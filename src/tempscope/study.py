@@ -16,6 +16,9 @@ On disk (``out``)::
 Re-running the same sweep resumes: complete cells are kept and skipped; a record cut short by
 a kill, and cells with fewer than ``n`` records, are dropped and run again. A killed run
 therefore loses at most the cells of the batch in flight, and no sample is ever written twice.
+A resumed sweep says exactly what an uninterrupted one says: the engines are batch-invariant
+(``Backend.reproducible``, recorded in the manifest), and where they are not (torch with
+``reproducible=False``) a batch that was cut short runs again whole, in its first company.
 
 Remote engines: pass a :class:`tempscope.remote.RemoteClient` as ``model`` and the grid runs on
 that OpenAI-compatible server instead (vLLM, llama.cpp's server, ``tempscope serve``), one
@@ -68,7 +71,7 @@ DEFAULT_TEMPERATURES = (0.0, 0.3, 0.7, 1.0, 1.5, 2.0)
 TOP_ALTERNATIVES = 10  # candidates kept per step: ranks up to 10 are exact
 # Settings that must match for a rerun to resume (the rest of the manifest is informational).
 SETTINGS = ("format", "model", "prompts", "temperatures", "configs", "n", "max_new_tokens",
-            "seed", "chat", "judge")
+            "seed", "chat", "judge", "reproducible")
 
 # What every line of samples.jsonl holds (and what resuming and the report read).
 RECORD_KEYS = frozenset({"prompt_index", "prompt", "config", "temperature", "sample_index",
@@ -228,6 +231,9 @@ def sweep(
         "configs": {k: _params_dict(v) for k, v in config_map.items()}, "n": n,
         "max_new_tokens": max_new_tokens, "seed": seed, "chat": chat,
         "judge": None if judge_lm is None else judge_lm.name,
+        # Whether a sample's tokens are independent of the rows batched with it; None: the
+        # remote server decides (tempscope serve: yes; others: unknown).
+        "reproducible": None if lm is None else lm.reproducible,
     }
     if remote is not None:
         from tempscope.remote_engine import check_settings
@@ -255,6 +261,10 @@ def sweep(
         cells = [(pi, name, t) for pi in batch for (name, t) in grid if (pi, name, t) not in done]
         if not cells:
             continue
+        if lm is not None and not lm.reproducible:
+            # Rows depend on their company here: a batch cut short by a kill runs again whole,
+            # as in the first run (only its missing cells are saved).
+            cells = [(pi, name, t) for pi in batch for (name, t) in grid]
         rows: list[tuple[CellKey, int]] = []  # (cell, sample index) per engine row
         specs: list[RowSpec] = []
         for cell in cells:
@@ -277,7 +287,8 @@ def sweep(
         else:
             results = generate_rows(lm, specs, on_step=on_step,
                                     top_alternatives=TOP_ALTERNATIVES)
-            new = _records(prompt_list, grid, n, seed, rows, results)
+            new = [r for r in _records(prompt_list, grid, n, seed, rows, results)
+                   if _key(r) not in done]
             if judge_lm is not None:
                 _judge(judge_lm, new)
             if run_dir is not None:

@@ -28,6 +28,11 @@ def add_model_arguments(p: argparse.ArgumentParser, *, positional: bool = False)
                    help="llama.cpp: GGUF files as they are (fast, small); torch: transformers "
                    "(any model, CUDA/MPS); auto (default): llama.cpp for .gguf files and the "
                    "embedded model when llama-cpp-python is installed, else torch")
+    p.add_argument("--reproducible", default=True, action=argparse.BooleanOptionalAction,
+                   help="every row computed exactly as it would be alone, so a seed gives the "
+                   "same tokens in any batch, after a resume and under server load (default); "
+                   "--no-reproducible lets the torch engine batch rows into shared matrix "
+                   "products (faster for many rows; llama.cpp is reproducible either way)")
 
 
 def load_from_args(args: argparse.Namespace) -> Backend:
@@ -39,7 +44,7 @@ def load_from_args(args: argparse.Namespace) -> Backend:
     from tempscope.models import load_model
 
     return load_model(positional or args.model, device=args.device, dtype=args.dtype,
-                      engine=args.engine)
+                      engine=args.engine, reproducible=args.reproducible)
 
 
 def quiet_loading() -> None:

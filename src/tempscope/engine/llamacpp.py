@@ -1,17 +1,23 @@
 """The llama.cpp engine: a GGUF file as it is (no dequantization, no cache to build), through
 llama-cpp-python's low-level API, behind :class:`~tempscope.engine.backend.Backend`.
 
-- Every live row of a decoding session is its own llama.cpp sequence (its own KV cells, freed
-  when the row leaves) and all rows decode in ONE ``llama_decode`` per step. Rows sharing a
-  prompt share its KV cells (``llama_memory_seq_cp`` in a unified cache): the prompt is
-  prefilled once.
+- Every live row of a decoding session is its own llama.cpp sequence with its own KV stream
+  (``kv_unified = False``): its cells sit at the same places, in the same order, whatever else
+  decodes beside it, so its logits are bit-identical alone and in any batch (batch
+  invariance; docs/engines.md has the measurements). All rows decode in ONE ``llama_decode``
+  per step.
+- Flash attention is off: its CPU kernel takes a split-KV path for a lone sequence with a
+  long context, which sums in another order than the same row beside others.
+- Each distinct prompt is prefilled on its own, in chunks of :data:`N_BATCH` counted from its
+  first token, so a prompt's prefill never depends on the other prompts; rows sharing a prompt
+  get a copy of its stream (``llama_memory_seq_cp``), bit for bit.
 - llama.cpp only computes logits here: the full ``(rows, V)`` logits go through tempscope's own
   sampler chain, so samplers, their order, seeds and step events are those of the torch engine.
 - A ``llama_context`` is not thread-safe: one thread (``tempscope-llama``) owns it and runs
   every call on it, whichever thread asks (the server's batcher, its distribution route).
-- The context grows on demand: a session is opened with the cells it will need (prompt +
-  budget per row, shared prompts counted once) and a bigger context is made when it does not
-  fit. Sequence id 0 is kept for one-off calls (next-token logits, scoring).
+- The context is made on demand with enough streams (rows + the one-off sequence) and cells
+  per stream (the longest prompt plus the token budget) and kept while later sessions fit it.
+  Sequence id 0 is kept for one-off calls (next-token logits, scoring).
 """
 
 from __future__ import annotations
@@ -36,7 +42,8 @@ T = TypeVar("T")
 INSTALL_HINT = ("install it with `pip install 'tempscope[llama]'` (llama-cpp-python compiles "
                 "from source, ~10 minutes once), or use --engine torch")
 MAX_ROWS = 64  # sequences decoded together; longer row lists run in chunks of this many
-MIN_CELLS = 2048  # smallest KV cache (tokens over all rows)
+SEQ_CELLS = 256  # smallest KV stream (tokens of one sequence); llama.cpp pads streams to 256
+KEEP_CELLS = 1 << 16  # a context grown past this many cells is remade at the size asked for
 SCRATCH = 0  # the sequence id of one-off calls; rows use 1..MAX_ROWS
 N_BATCH = 512  # most tokens one llama_decode call takes (a prefill chunk: cancellable between)
 
@@ -81,14 +88,24 @@ class LlamaCppModel:
         source: ``"embedded"`` or ``"gguf"``.
         n_threads: CPU threads for decoding (default :func:`default_threads`).
         gpu: offload every layer to the GPU when llama.cpp was built with GPU support.
+        kv_unified: one pool of KV cells for all sequences instead of a stream per sequence.
+            Only for measuring (``bench/invariance.py``): rows then depend on their neighbours.
+        flash_attn: llama.cpp's flash attention (None = llama.cpp decides). Off by default:
+            for one sequence with a long context its CPU kernel sums in another order than
+            for several (a row alone with a 700-token prompt moved by up to 0.87 in a logit
+            beside 3 others), which would break batch invariance.
     """
 
     engine: EngineName = "llama.cpp"
     cache_path: Path | None = None  # nothing is converted
     max_rows: int | None = MAX_ROWS
+    # Always batch-invariant (a KV stream per row); False changes nothing here, as measured: a
+    # stream per row costs the llama.cpp engine no speed (docs/engines.md).
+    reproducible: bool = True
 
     def __init__(self, path: Path, name: str, *, source: str = "gguf",
-                 n_threads: int | None = None, gpu: bool = False) -> None:
+                 n_threads: int | None = None, gpu: bool = False, kv_unified: bool = False,
+                 flash_attn: bool | None = False) -> None:
         try:
             import llama_cpp
             from llama_cpp import _internals
@@ -124,8 +141,10 @@ class LlamaCppModel:
                 "of an architecture this llama.cpp supports? try --engine torch)") from None
         self._vocab = self._model.vocab
         self._n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
+        self.kv_unified = kv_unified
+        self.flash_attn = flash_attn
         self._ctx: Any = None
-        self._cells = 0
+        self._shape = (0, 0)  # the context's (streams, cells per stream)
         self._meta: dict[str, str] = self._model.metadata()
         self._token_texts: dict[int, str] = {}
         self._pieces: dict[int, bytes] = {}
@@ -150,31 +169,46 @@ class LlamaCppModel:
 
         return self._owner.submit(run).result()
 
-    def _context(self, cells: int) -> Any:
-        """The context, made (again) with at least ``cells`` KV cells; owner thread only."""
-        if self._ctx is not None and self._cells >= cells:
+    def _context(self, streams: int, cells: int) -> Any:
+        """The context, made (again) when it lacks ``streams`` sequences (the one-off one
+        included) or ``cells`` KV cells per sequence; owner thread only. Kept while later
+        calls fit it; grown to the larger of old and new, unless that passes
+        :data:`KEEP_CELLS` cells in all (then made at the size asked for)."""
+        have_streams, have_cells = self._shape
+        if self._ctx is not None and have_streams >= streams and have_cells >= cells:
             return self._ctx
         train = self._model.n_ctx_train()
-        want = max(MIN_CELLS, 1 << (max(cells, 1) - 1).bit_length())
+        want_cells = max(SEQ_CELLS, 1 << (max(cells, 1) - 1).bit_length())
+        want_streams = min(MAX_ROWS + 1, 1 << (max(streams, 1) - 1).bit_length())
+        grown = (max(want_streams, have_streams), max(want_cells, have_cells))
+        if grown[0] * grown[1] <= KEEP_CELLS:
+            want_streams, want_cells = grown
         params = self._lib.llama_context_default_params()
-        params.n_ctx = want
+        params.n_ctx = want_cells * want_streams  # a stream each: n_ctx / n_seq_max cells
         params.n_batch = N_BATCH
         params.n_ubatch = min(512, N_BATCH)
-        params.n_seq_max = MAX_ROWS + 1
-        params.kv_unified = True  # one pool of cells shared by all rows: shared prompts
+        params.n_seq_max = want_streams
+        # A stream per sequence: a row's cells do not move with its neighbours (see the
+        # module docstring); one pool (measuring only) lets them interleave.
+        params.kv_unified = self.kv_unified
+        if self.flash_attn is not None:
+            params.flash_attn_type = (self._lib.LLAMA_FLASH_ATTN_TYPE_ENABLED if self.flash_attn
+                                      else self._lib.LLAMA_FLASH_ATTN_TYPE_DISABLED)
         params.n_threads = params.n_threads_batch = self.n_threads
         params.no_perf = True
         if self._ctx is not None:
             self._ctx.close()
             self._ctx = None
+            self._shape = (0, 0)
         try:
             self._ctx = self._internals.LlamaContext(model=self._model, params=params,
                                                      verbose=False)
         except ValueError:
             raise EngineError(
-                f"llama.cpp could not make a context of {want} cells (the model's own context "
-                f"is {train}); use fewer rows or shorter prompts") from None
-        self._cells = want
+                f"llama.cpp could not make a context of {want_streams} sequences x "
+                f"{want_cells} cells (the model's own context is {train}); use fewer rows or "
+                "shorter prompts") from None
+        self._shape = (want_streams, want_cells)
         return self._ctx
 
     # ------------------------------------------------------------------------------ facts
@@ -342,7 +376,14 @@ class LlamaCppModel:
     def _scratch_logits(self, ids: list[int], first: int) -> np.ndarray:
         """Logits ``(len(ids) - first, V)`` after each of ``ids[first:]``, decoded in the
         one-off sequence and forgotten again; owner thread only."""
-        ctx = self._context(len(ids)) if not self._session_open else self._ctx
+        if not self._session_open:
+            ctx = self._context(1, len(ids))
+        elif len(ids) > self._shape[1]:
+            raise EngineError(
+                f"{len(ids)} tokens do not fit beside the decoding session running now (at "
+                f"most {self._shape[1]} per sequence): retry when it has finished")
+        else:
+            ctx = self._ctx
         try:
             return self._decode(ctx, [(t, p, SCRATCH, p >= first) for p, t in enumerate(ids)])
         finally:
@@ -386,29 +427,35 @@ class LlamaCppSession:
         self._model = model
         unique: dict[tuple[int, ...], int] = {}
         owner = [unique.setdefault(tuple(int(t) for t in p), len(unique)) for p in prompts]
-        cells = sum(len(p) for p in unique) + budget * len(prompts) + len(prompts)
-        ctx = model._context(cells + MIN_CELLS)  # + room for one-off calls meanwhile
-        model._lib.llama_memory_clear(ctx.memory, True)
+        longest = max((len(p) for p in unique), default=1)
+        ctx = model._context(len(prompts) + 1, longest + budget + 1)
+        model._lib.llama_memory_clear(ctx.memory, False)
         model._session_open = True
         self._seqs = list(range(1, len(prompts) + 1))  # live row -> sequence id
         self._pos = [len(p) for p in prompts]  # live row -> next position
         firsts: dict[int, int] = {}  # unique prompt -> its first row's sequence
-        entries = []
-        for row, u in enumerate(owner):
-            if u not in firsts:
-                firsts[u] = self._seqs[row]
-                ids = prompts[row]
-                entries += [(int(t), p, self._seqs[row], p == len(ids) - 1)
-                            for p, t in enumerate(ids)]
+        rows_logits: list[np.ndarray] = []  # (1, V) per unique prompt
         try:
-            logits = model._decode(ctx, entries, should_stop)  # (U, V)
+            for row, u in enumerate(owner):
+                if u in firsts:
+                    continue
+                if u and should_stop is not None and should_stop():
+                    raise Cancelled
+                firsts[u] = seq = self._seqs[row]
+                ids = prompts[row]
+                # Alone in its decode calls, chunked from its own first token: the same
+                # calls whatever the other prompts are.
+                rows_logits.append(model._decode(
+                    ctx, [(int(t), p, seq, p == len(ids) - 1) for p, t in enumerate(ids)],
+                    should_stop))
         except BaseException:
-            model._lib.llama_memory_clear(ctx.memory, True)
+            model._lib.llama_memory_clear(ctx.memory, False)
             model._session_open = False
             raise
+        logits = np.concatenate(rows_logits)  # (U, V)
         for row, u in enumerate(owner):
             src = firsts[u]
-            if src != self._seqs[row]:  # the same prompt: share its cells
+            if src != self._seqs[row]:  # the same prompt: a bit-exact copy of its stream
                 model._lib.llama_memory_seq_cp(ctx.memory, src, self._seqs[row], -1, -1)
         self._logits = torch.from_numpy(logits[owner])  # (B, V)
 

@@ -1,13 +1,23 @@
 """The torch engine: any transformers causal LM (hub name, folder, GGUF through a float32
 cache) on CUDA, MPS or the CPU, behind :class:`~tempscope.engine.backend.Backend`.
 
-A decoding session left-pads the prompts with an attention mask and explicit position ids,
-prefills each distinct prompt once (a sweep of 48 samples of one prompt costs one prompt pass),
-keeps a ``DynamicCache`` and computes only the last position's logits.
+A decoding session prefills each distinct prompt once (a sweep of 48 samples of one prompt
+costs one prompt pass) and computes only the last position's logits. Two layouts:
+
+- reproducible (the default, :attr:`LoadedModel.reproducible`): every row runs as if it were
+  alone: its own ``DynamicCache``, its own batch-of-one forward pass per step. A row's logits
+  are bit-identical alone and in any batch. Rows cost one forward pass each per step.
+- batched (``reproducible = False``): the rows left-padded into one ``DynamicCache`` with an
+  attention mask and explicit position ids, one forward pass per step for all. Faster for many
+  rows, but BLAS picks its kernels by the batch's shape (a matrix-vector product for one row,
+  blocked products whose blocking changes with the number of rows), and the padding changes
+  the attention's length: a row's logits then move in their last bits with its company, and a
+  seeded row's tokens can change (docs/engines.md has the measurements).
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 from collections.abc import Callable, Sequence
@@ -38,6 +48,7 @@ class LoadedModel:
 
     engine: EngineName = "torch"
     max_rows: int | None = None
+    reproducible: bool = True  # a row's logits never depend on its company (module docstring)
 
     def __init__(
         self,
@@ -233,17 +244,82 @@ class LoadedModel:
                 for r, (seq, start) in enumerate(zip(sequences, starts, strict=True))]
 
     def open_session(self, prompts: Sequence[Sequence[int]], *, budget: int = 0,
-                     should_stop: Callable[[], bool] | None = None) -> TorchSession:
-        # One prefill pass (the DynamicCache grows as it goes): asked once, before it. Chunking
-        # a left-padded batch would attend from all-padding query rows; the server caps the
+                     should_stop: Callable[[], bool] | None = None
+                     ) -> TorchSession | RowwiseSession:
+        # One prefill pass per distinct prompt: asked once, before the first. Chunking a
+        # left-padded batch would attend from all-padding query rows; the server caps the
         # prompt tokens of one engine call instead.
         if should_stop is not None and should_stop():
             raise Cancelled
+        if self.reproducible:
+            return RowwiseSession(self, prompts, should_stop)
         return TorchSession(self, prompts)
 
 
+class RowwiseSession:
+    """Rows decoding side by side, each exactly as it would alone: one ``DynamicCache`` and
+    one batch-of-one forward pass per row and step (see the module docstring)."""
+
+    def __init__(self, model: LoadedModel, prompts: Sequence[Sequence[int]],
+                 should_stop: Callable[[], bool] | None) -> None:
+        from transformers import DynamicCache
+
+        self._model = model
+        self._extra = {"logits_to_keep": 1} if model.supports_logits_to_keep else {}
+        unique: dict[tuple[int, ...], int] = {}
+        owner = [unique.setdefault(tuple(int(t) for t in p), len(unique)) for p in prompts]
+        caches: list[Any] = []
+        logits: list[torch.Tensor] = []
+        for u, ids in enumerate(unique):
+            if u and should_stop is not None and should_stop():
+                raise Cancelled
+            cache = DynamicCache()
+            logits.append(self._forward(list(ids), cache, 0))
+            caches.append(cache)
+        # Rows sharing a prompt start from copies of its cache: the same numbers, bit for bit.
+        first: set[int] = set()
+        self._caches: list[Any] = []
+        for u in owner:
+            self._caches.append(caches[u] if u not in first else copy.deepcopy(caches[u]))
+            first.add(u)
+        self._length = [len(p) for p in prompts]  # live row -> tokens in its cache
+        self._logits = torch.stack([logits[u] for u in owner])  # (B, V)
+
+    @torch.inference_mode()
+    def _forward(self, ids: list[int], cache: Any, start: int) -> torch.Tensor:
+        """``(V,)`` float32 logits after ``ids``, appended to ``cache`` at position ``start``."""
+        device = self._model.device
+        tokens = torch.tensor([ids], dtype=torch.long, device=device)  # (1, T)
+        position = torch.arange(start, start + len(ids), device=device)[None]  # (1, T)
+        out = self._model.model(input_ids=tokens, position_ids=position, cache=cache,
+                                use_cache=True, **self._extra)
+        logits: torch.Tensor = out.logits[0, -1].float()  # (V,)
+        return logits
+
+    @property
+    def logits(self) -> torch.Tensor:
+        return self._logits
+
+    def keep(self, rows: Sequence[int]) -> None:
+        self._caches = [self._caches[i] for i in rows]
+        self._length = [self._length[i] for i in rows]
+        self._logits = self._logits[list(rows)]
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        ids = tokens.tolist()
+        self._logits = torch.stack([
+            self._forward([int(t)], cache, n)
+            for t, cache, n in zip(ids, self._caches, self._length, strict=True)])  # (B, V)
+        self._length = [n + 1 for n in self._length]
+        return self._logits
+
+    def close(self) -> None:
+        self._caches = []
+
+
 class TorchSession:
-    """Rows decoding together over one ``DynamicCache``; see the module docstring."""
+    """Rows decoding together over one left-padded ``DynamicCache`` (the batched layout; see
+    the module docstring)."""
 
     def __init__(self, model: LoadedModel, prompts: Sequence[Sequence[int]]) -> None:
         from transformers import DynamicCache

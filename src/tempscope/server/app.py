@@ -91,9 +91,11 @@ def create_app(model: Backend, *, api_key: str | None = None,
 
     @app.get("/health")
     async def health(request: Request) -> dict[str, Any]:
-        """Liveness: the model's name, the engine running it and the batcher's counters."""
+        """Liveness: the model's name, the engine running it, whether a seeded request's
+        tokens are independent of the load (``reproducible``) and the batcher's counters."""
         st = get_state(request)
         return {"status": "ok", "model": st.name, "engine": st.model.engine,
+                "reproducible": st.model.reproducible,
                 "batcher": st.batcher.stats(), "limits": dataclasses.asdict(st.limits)}
 
     @app.get("/v1/models", responses=error_responses(401))
