@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -10,9 +11,11 @@ from typing import Any
 
 import pytest
 
+from tests.tiny_gguf import write_tiny_gguf
 from tests.tiny_model import save_tiny
 
 ROOT = Path(__file__).resolve().parent.parent
+HAVE_LLAMA = importlib.util.find_spec("llama_cpp") is not None
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
 #: Marks of every module that drives the page in Chromium.
@@ -27,6 +30,23 @@ BROWSER_MARKS = [
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder holding the tiny GPT-2 model and its byte-level tokenizer."""
     return save_tiny(tmp_path_factory.mktemp("tiny-gpt2"))
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_gguf(tmp_path_factory.mktemp("tiny-gguf") / "tiny.gguf", merge=True)
+
+
+@pytest.fixture(scope="session")
+def models(tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The tiny GGUF on every engine installed: ``{"torch": ..., "llama.cpp": ...}``."""
+    from tempscope.models import load_model
+
+    os.environ.setdefault("TEMPSCOPE_CACHE", str(tmp_path_factory.mktemp("cache")))
+    out = {"torch": load_model(str(tiny_gguf), engine="torch")}
+    if HAVE_LLAMA:
+        out["llama.cpp"] = load_model(str(tiny_gguf), engine="llama.cpp")
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -57,3 +77,24 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600,
         [str(exe), *args], capture_output=True, text=True, timeout=timeout, env=full_env,
         input=input,
     )
+
+
+def kill_once_written(args: list[str], path: Path, *, wait: float = 0.0) -> int:
+    """Start ``tempscope *args``, SIGKILL it once ``path`` has data (``wait`` seconds later);
+    returns the lines ``path`` holds then. Fails the test if the command ends first."""
+    import signal
+    import time
+
+    exe = Path(sys.executable).with_name("tempscope")
+    proc = subprocess.Popen([str(exe), *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if path.exists() and path.stat().st_size > 0:
+            break
+        time.sleep(0.01)
+    time.sleep(wait)
+    assert proc.poll() is None, "the command finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return path.read_text().count("\n")

@@ -6,7 +6,6 @@ rounding; the slow tests hold the two engines to each other on the embedded Q4_1
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import httpx
@@ -20,30 +19,12 @@ from tempscope.generation import RowSpec, generate_rows
 from tempscope.metrics import score_texts
 from tempscope.models import load_model
 from tempscope.sampling import SamplingParams
-from tests.conftest import run_cli
+from tests.conftest import HAVE_LLAMA, run_cli
 from tests.server_helpers import live_server
-from tests.tiny_gguf import write_tiny_gguf
 
-HAVE_LLAMA = importlib.util.find_spec("llama_cpp") is not None
 ENGINES = ["torch", pytest.param("llama.cpp", marks=pytest.mark.skipif(
     not HAVE_LLAMA, reason="llama-cpp-python is not installed"))]
 GREEDY = SamplingParams(temperature=0)
-
-
-@pytest.fixture(scope="session")
-def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_gguf(tmp_path_factory.mktemp("tiny-gguf") / "tiny.gguf", merge=True)
-
-
-@pytest.fixture(scope="session")
-def models(tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Backend]:
-    import os
-
-    os.environ.setdefault("TEMPSCOPE_CACHE", str(tmp_path_factory.mktemp("cache")))
-    out = {"torch": load_model(str(tiny_gguf), engine="torch")}
-    if HAVE_LLAMA:
-        out["llama.cpp"] = load_model(str(tiny_gguf), engine="llama.cpp")
-    return out
 
 
 @pytest.fixture(params=ENGINES)

@@ -14,24 +14,11 @@ from tempscope.engine.backend import Backend
 from tempscope.generation import RowSpec, generate_rows
 from tempscope.models import load_model
 from tempscope.sampling import SamplingParams
-from tests.test_engines import HAVE_LLAMA
-from tests.tiny_gguf import write_tiny_gguf
+from tests.conftest import HAVE_LLAMA
 
 ENGINES = ["torch", "llama.cpp"] if HAVE_LLAMA else ["torch"]
 TEXTS = ["The cat slept on the", "Hi", "A much longer prompt, to shift every other row",
          "x", "Once upon a time there was", "0123456789"]
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Backend]:
-    import os
-
-    os.environ.setdefault("TEMPSCOPE_CACHE", str(tmp_path_factory.mktemp("cache")))
-    path = write_tiny_gguf(tmp_path_factory.mktemp("tiny") / "tiny.gguf", merge=True)
-    out = {"torch": load_model(str(path), engine="torch")}
-    if HAVE_LLAMA:
-        out["llama.cpp"] = load_model(str(path), engine="llama.cpp")
-    return out
 
 
 @pytest.fixture(params=ENGINES)

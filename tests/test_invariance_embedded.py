@@ -9,9 +9,6 @@ import json
 import os
 import random
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,9 +19,8 @@ import pytest
 from tempscope import load_model
 from tempscope.engine.backend import Backend
 from tempscope.study import builtin_prompts, sweep
-from tests.conftest import run_cli
+from tests.conftest import HAVE_LLAMA, kill_once_written, run_cli
 from tests.server_helpers import live_server
-from tests.test_engines import HAVE_LLAMA
 
 pytestmark = pytest.mark.slow
 ENGINES = ["llama.cpp", "torch"] if HAVE_LLAMA else ["torch"]
@@ -101,19 +97,8 @@ def test_a_sweep_killed_at_a_random_moment_resumes_to_the_same_samples(tmp_path:
     clean, killed = tmp_path / "clean", tmp_path / "killed"
     r = run_cli(*common, "--out", str(clean))
     assert r.returncode == 0, r.stderr
-    exe = Path(sys.executable).with_name("tempscope")
-    proc = subprocess.Popen([str(exe), *common, "--out", str(killed)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    samples = killed / "samples.jsonl"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        if samples.exists() and samples.stat().st_size > 0:
-            break
-        time.sleep(0.01)
-    time.sleep(random.Random(os.getpid()).uniform(0, 1.5))
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_once_written([*common, "--out", str(killed)], killed / "samples.jsonl",
+                      wait=random.Random(os.getpid()).uniform(0, 1.5))
     r = run_cli(*common, "--out", str(killed))
     assert r.returncode == 0, r.stderr
     resumed, reference = by_key(killed), by_key(clean)

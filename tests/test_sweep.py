@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +17,7 @@ from tempscope.study import (
     read_records,
     sweep,
 )
-from tests.conftest import run_cli
+from tests.conftest import kill_once_written, run_cli
 
 PROMPTS = ["The cat sat", "Hello", "Once upon a time"]
 
@@ -206,19 +201,7 @@ def test_cli_resume_after_kill(tiny_model_dir: Path, tmp_path: Path) -> None:
     common = ["sweep", "-m", str(tiny_model_dir), "--prompts", str(prompts), "--temperatures",
               "0", "0.7", "1.5", "--n", "2", "--max-new-tokens", "24", "--batch-rows", "1"]
     killed = tmp_path / "killed"
-    exe = Path(sys.executable).with_name("tempscope")
-    proc = subprocess.Popen([str(exe), *common, "--out", str(killed)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    samples = killed / "samples.jsonl"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        if samples.exists() and samples.stat().st_size > 0:
-            break
-        time.sleep(0.01)
-    assert proc.poll() is None, "the sweep finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    partial = samples.read_text().count("\n")
+    partial = kill_once_written([*common, "--out", str(killed)], killed / "samples.jsonl")
     assert 0 < partial < 10 * 3 * 2
 
     r = run_cli(*common, "--out", str(killed))
