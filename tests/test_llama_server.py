@@ -160,6 +160,28 @@ def test_cli_generate_warns_about_what_it_cannot_apply(llama: LiveServer) -> Non
     assert not re.search(r"\bnan\b", proc.stdout, re.IGNORECASE)
 
 
+def test_cli_generate_steps_show_raw_and_processed(llama: LiveServer) -> None:
+    """``generate --json`` against llama-server: each step has its raw log p and the one after
+    the server's samplers (a second request, same seed, post_sampling_probs)."""
+    proc = run_cli("generate", PROMPT, "-t", "1", "--top-k", "3", "--top", "5",
+                   "--max-new-tokens", "5", "--seed", "4", "--json", "--endpoint",
+                   llama.base_url)
+    assert proc.returncode == 0, proc.stderr
+    (row,) = json.loads(proc.stdout)
+    assert row["remote"]["sent_settings"]["samplers"] == ["temperature", "top_k"]
+    for step in row["steps"]:
+        raw, after = step["raw_logprob"], step["logprob"]
+        assert math.isfinite(raw) and math.isfinite(after)
+        assert after >= raw - 1e-6  # top-k renormalises over fewer tokens: p can only grow
+        probs = [a["prob"] for a in step["top"]]
+        assert sum(p > 0 for p in probs) <= 3 and probs[3:] == [0.0] * len(probs[3:])
+        assert math.isclose(sum(probs), 1.0, rel_tol=1e-4)  # the three kept, renormalised
+    trace = run_cli("generate", PROMPT, "-t", "1", "--top-k", "3", "--max-new-tokens", "3",
+                    "--seed", "4", "--trace", "--endpoint", llama.base_url)
+    assert trace.returncode == 0, trace.stderr
+    assert "(T=1: " in trace.stdout and not re.search(r"\bnan\b", trace.stdout, re.I)
+
+
 def test_cli_sweep_manifest_and_report(llama: LiveServer, tmp_path: Path) -> None:
     out = tmp_path / "run"
     proc = run_cli("sweep", "-p", PROMPT, "-p", "Once upon a time", "-t", "0", "1.5", "--n",

@@ -4,12 +4,15 @@ The same results the local engine gives (:class:`~tempscope.generation.Sample`,
 :class:`~tempscope.generation.StepEvent`), filled from what an HTTP API returns, with what it
 cannot return said plainly:
 
-- token ids are unknown (``token_ids == []``; steps carry ``token_id = -1``, alternatives
-  negative ids) and ``n_tokens`` comes from the returned tokens;
+- ``token_ids == []`` and ``n_tokens`` comes from the returned tokens; steps carry the
+  server's token ids where it gives them (llama-server), else ``token_id = -1`` and negative
+  stand-ins for the alternatives;
 - log-probabilities are *raw* (log p at T = 1, no samplers: ``raw_logprob``) only when the
   server says so (:meth:`RemoteClient.logprobs_fields`); otherwise they are the server's
   *processed* ones (``logprob``) and ``raw_logprob`` is NaN, so ``mean_logprob`` is NaN rather
   than a number that means something else; entropies are NaN (a top-N list cannot give them);
+  llama-server gives both, the processed ones from a second request asking for
+  ``post_sampling_probs`` (``processed=True``);
 - ``finish_reason``: ``length``; ``eos`` / ``stop`` from vLLM's ``stop_reason`` when present,
   else ``eos`` when no stop string was asked for and ``stop`` (ambiguous) when one was;
 - sampler settings the server refuses are not sent and are listed in ``ignored``;
@@ -147,6 +150,7 @@ def remote_rows(
     stop: Sequence[str] = (),
     top_alternatives: int = 5,
     on_result: Callable[[int, RemoteSample], None] | None = None,
+    processed: bool = False,
 ) -> list[RemoteSample]:
     """Run ``rows``, one request each, at most ``client.concurrency`` at once.
 
@@ -158,6 +162,10 @@ def remote_rows(
         top_alternatives: ``logprobs`` asked for per step (alternatives kept per step).
         on_result: called with ``(row index, sample)`` as each answer arrives (in any order),
             so a caller can save it before the next one comes.
+        processed: also fill each step's processed numbers (``logprob``, the alternatives'
+            ``prob``: after the server's samplers) where the server can give them
+            (llama-server's ``post_sampling_probs``): a second request per row, the same
+            seed; kept only when it produced the same tokens (else they stay NaN).
 
     Returns:
         ``(R,)`` samples in the order of ``rows``; raises :class:`RemoteError` on the first
@@ -179,10 +187,15 @@ def remote_rows(
             body["stop"] = list(stop)
         plans.append((body, ignored, fields))
 
+    both = processed and raw and client.server.is_llama_server
+
     def one(i: int) -> RemoteSample:
         body, ignored, sent = plans[i]
         sample = _sample(client.completion(body), rows[i], i, raw=raw, ignored=ignored,
                          stops=bool(stop), sent=sent)
+        if both:
+            again = client.completion({**body, "post_sampling_probs": True})
+            sample.steps = _with_processed(sample.steps, again)
         if on_result is not None:
             on_result(i, sample)
         return sample
@@ -235,6 +248,24 @@ def _sample(data: dict[str, Any], row: RemoteRow, index: int, *, raw: bool,
                         logprobs_raw=raw, sent=dict(sent or {}))
 
 
+def _with_processed(steps: list[StepEvent], data: dict[str, Any]) -> list[StepEvent]:
+    """``steps`` (raw numbers) with the processed ones of a second answer to the same request
+    (``post_sampling_probs``), when it chose the same tokens; else ``steps`` unchanged."""
+    after = parse_logprobs((data.get("choices") or [{}])[0].get("logprobs"))
+    if [t.token_id for t in after] != [s.token_id for s in steps] or not all(
+            t.processed for t in after):
+        return steps
+    out = []
+    for step, tok in zip(steps, after, strict=True):
+        kept = {i: math.exp(v) for _, i, v in tok.top}
+        # A token missing from a list shorter than asked for was removed (0); from a full
+        # list, its probability is unknown.
+        missing = 0.0 if len(tok.top) < len(step.top) else math.nan
+        top = [replace(a, prob=kept.get(a.token_id, missing)) for a in step.top]
+        out.append(replace(step, logprob=tok.logprob, top=top))
+    return out
+
+
 def _alt_id(text: str, token_id: int | None, chosen: str, rank: int) -> int:
     if token_id is not None:
         return token_id
@@ -262,11 +293,13 @@ def remote_generate(
     stop_at_newline: bool = False,
     seed: int | None = None,
     logprobs: int = 5,
+    processed: bool = False,
 ) -> list[RemoteSample]:
     """:func:`tempscope.generate` against a server: one request per sample.
 
     Args are those of :func:`tempscope.generate` (sample ``i`` gets ``derive_seed(seed, i)``);
-    ``logprobs`` is how many alternatives each step lists.
+    ``logprobs`` is how many alternatives each step lists; ``processed`` also asks for the
+    numbers after the server's samplers (see :func:`remote_rows`).
 
     Returns:
         ``len(prompts) * len(params) * n`` :class:`RemoteSample`, prompt-major, then params,
@@ -292,7 +325,7 @@ def remote_generate(
                 where.append((pi, qi, k))
                 rows.append(RemoteRow(prompt, p, s))
     out = remote_rows(client, rows, max_new_tokens=max_new_tokens, stop=stops,
-                      top_alternatives=logprobs)
+                      top_alternatives=logprobs, processed=processed)
     for sample, (pi, qi, k) in zip(out, where, strict=True):
         sample.prompt_index, sample.params_index, sample.sample_index = pi, qi, k
     return out
