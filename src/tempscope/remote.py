@@ -184,8 +184,8 @@ class RemoteClient:
         try:
             props: dict[str, Any] | None = self._request("GET", root + "/props")
         except RemoteError as exc:
-            if exc.status is None or exc.status >= 500:
-                raise  # unreachable or failing: that says nothing about which server it is
+            if exc.status is None:
+                raise  # unreachable: that says nothing about which server it is
             props = None  # 404 and friends: not llama-server
         except ValueError:  # an answer that is not JSON
             props = None
