@@ -17,7 +17,19 @@ if [ -z "$VERSION" ]; then
 fi
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/tempscope/llama-server-$VERSION
 BIN=$CACHE/llama-server
-if [ -x "$BIN" ]; then
+# Built for this CPU but without Intel AMX: ggml's AMX matmul, compiled in whenever the
+# compiler sees AMX (-march=native on a Xeon with AMX_INT8), segfaults on the embedded Q4_1
+# model at the first forward pass. The recipe is stored beside the binary: a binary built by
+# another recipe is rebuilt.
+NO_AMX=""
+if echo 'int main(void){return 0;}' | ${CC:-cc} -x c -march=native -mno-amx-tile \
+        -mno-amx-int8 -mno-amx-bf16 -o /dev/null - >/dev/null 2>&1; then
+    NO_AMX="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+fi
+CMAKE_FLAGS=(-DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
+             -DBUILD_SHARED_LIBS=OFF -DCMAKE_BUILD_TYPE=Release)
+RECIPE="${CMAKE_FLAGS[*]} CFLAGS=$NO_AMX"
+if [ -x "$BIN" ] && [ "$(cat "$CACHE/recipe" 2>/dev/null)" = "$RECIPE" ]; then
     echo "$BIN"
     exit 0
 fi
@@ -36,13 +48,13 @@ mkdir -p "$CACHE"
 LOG=$CACHE/build.log
 echo "building llama-server from llama-cpp-python==$VERSION's vendored llama.cpp" \
      "(~10 minutes on 2 cores, once; log: $LOG) ..." >&2
-build() {
-    "$PY" -m pip --disable-pip-version-check -q download --no-deps --no-binary :all: \
-        -d "$WORK" "llama-cpp-python==$VERSION"
-    tar -xzf "$WORK"/llama_cpp_python-"$VERSION".tar.gz -C "$WORK"
+build() {  # each step stops the build (set -e does not hold inside `if ! build`)
     local src="$WORK/llama_cpp_python-$VERSION/vendor/llama.cpp"
-    cmake -S "$src" -B "$WORK/build" -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
-        -DLLAMA_BUILD_EXAMPLES=OFF -DBUILD_SHARED_LIBS=OFF -DCMAKE_BUILD_TYPE=Release
+    "$PY" -m pip --disable-pip-version-check -q download --no-deps --no-binary :all: \
+        -d "$WORK" "llama-cpp-python==$VERSION" || return
+    tar -xzf "$WORK"/llama_cpp_python-"$VERSION".tar.gz -C "$WORK" || return
+    CFLAGS="$NO_AMX" CXXFLAGS="$NO_AMX" \
+        cmake -S "$src" -B "$WORK/build" "${CMAKE_FLAGS[@]}" || return
     cmake --build "$WORK/build" --target llama-server \
         -j "${LLAMA_SERVER_JOBS:-$(nproc 2>/dev/null || echo 2)}"
 }
@@ -54,4 +66,5 @@ fi
 # Copy then rename, so an interrupted build never leaves a half-written binary at $BIN.
 cp "$WORK/build/bin/llama-server" "$BIN.tmp"
 mv "$BIN.tmp" "$BIN"
+echo "$RECIPE" >"$CACHE/recipe"
 echo "$BIN"

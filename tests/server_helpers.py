@@ -138,8 +138,9 @@ def live_llama_server(log: Path, *, ctx: int = 2048, slots: int = 2,
             [str(binary), "-m", str(embedded_gguf()), "--host", "127.0.0.1", "--port",
              str(port), "-t", "2", "-tb", "2", "-c", str(ctx), "-np", str(slots),
              "--no-webui",
-             # Weights in plain buffers: this build's AMX path (a CPU with amx_tile, built
-             # with GGML_NATIVE) segfaults at the first matmul; repacking is only speed.
+             # Weights in plain buffers: a binary built with AMX (-march=native on a CPU with
+             # amx_tile; the build script leaves AMX out) segfaults at the first matmul in
+             # that path. Repacking is only speed.
              "--no-repack"],
             stdout=out, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
