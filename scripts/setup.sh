@@ -54,4 +54,15 @@ if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
         >/dev/null 2>&1 || echo "warning: could not install chromium; browser tests will skip"
 fi
+# llama.cpp's C++ server, for the remote-engine tests: built once from the pinned sdist's
+# llama.cpp into a cache outside the repository (~10 minutes on 2 cores the first time).
+# TEMPSCOPE_NO_LLAMA_SERVER=1 skips it; a failed build is a warning and those tests skip.
+if [ -z "${TEMPSCOPE_NO_LLAMA_SERVER:-}" ]; then
+    if server=$(bash scripts/build-llama-server.sh); then
+        echo "llama-server: $server"
+    else
+        echo "warning: could not build llama-server (see the lines above); the tests that" \
+             "need it will skip" >&2
+    fi
+fi
 echo "tempscope installed in .venv ($(.venv/bin/tempscope --version 2>/dev/null || echo '?'))"

@@ -15,6 +15,7 @@ import torch
 from tempscope.cli.options import add_sampler_options, params_from_args
 from tempscope.remote import CORE_FIELDS, EXTRA_FIELDS, NEUTRAL_FIELDS
 from tempscope.remote_engine import request_fields
+from tempscope.remote_wire import LLAMA_SERVER_OFF, ServerInfo, llama_server_fields
 from tempscope.sampling import BatchSampler, SamplingParams
 from tempscope.sampling.registry import (
     BY_NAME,
@@ -39,7 +40,7 @@ ON: dict[str, object] = {
     "temperature": 0.7, "smoothing_factor": 0.3, "top_n_sigma": 1.0, "top_k": 3, "top_p": 0.9,
     "typical_p": 0.9, "tfs_z": 0.9, "top_a": 0.2, "epsilon": 0.01, "eta": 0.01, "min_p": 0.05,
     "xtc_threshold": 0.1, "mirostat_tau": 3.0, "adaptive_target": 0.5, "min_keep": 2,
-    "logprob_token_ids": [1, 2],
+    "penalty_last_n": 2, "logprob_token_ids": [1, 2],
 }
 
 
@@ -144,3 +145,54 @@ def test_sweep_configs_take_every_knob() -> None:
     assert configs["v1"].chain == ("bad_words", "mirostat") and configs["v1"].mirostat == 1
     with pytest.raises(ValueError, match="dry_base is set but dry_multiplier is not"):
         parse_configs(["x:dry_base=2"], SamplingParams())
+
+
+@pytest.mark.parametrize(("last_n", "penalised"), [(None, [0, 1, 2]), (-1, [0, 1, 2]),
+                                                   (0, []), (1, [2]), (2, [0, 2]),
+                                                   (50, [0, 1, 2])])
+def test_penalty_last_n_is_the_window_of_all_three_penalties(last_n: int | None,
+                                                              penalised: list[int]) -> None:
+    """History 1 0 2 (prompt 1 0, then 2 generated): the last N tokens are penalised, by each
+    penalty alike; None and -1 mean the whole history, 0 none (llama.cpp's repeat_last_n)."""
+    x = torch.tensor([[1.0, 1.0, 1.0, 1.0]])
+    for name, value in (("repetition_penalty", 2.0), ("frequency_penalty", 0.5),
+                        ("presence_penalty", 0.5)):
+        s = BatchSampler([SamplingParams(**{name: value, "penalty_last_n": last_n})],
+                         vocab_size=4, prompt_ids=[[1, 0]])
+        s.accept(torch.tensor([2]))
+        out = s.process(x)[0]
+        assert [t for t in range(4) if out[t] < 1.0] == penalised, (name, out)
+
+
+def test_penalty_last_n_without_a_penalty_changes_nothing() -> None:
+    s = BatchSampler([SamplingParams(penalty_last_n=1)], vocab_size=3, prompt_ids=[[1]])
+    assert s.groups[0].stages == [] or all("Penalty" not in repr(st) for st in s.groups[0].stages)
+
+
+def test_llama_server_names_and_off_values_come_from_the_registry() -> None:
+    """Every llama.cpp switch has its "off" value; a request for llama-server carries each of
+    them for the samplers left off (DRY, XTC and top-n-sigma included), the user's settings
+    in llama.cpp's names with tempscope's defaults, and the chain in the user's order."""
+    assert {k.llama_cpp for k in KNOBS.values() if k.llama_cpp_off is not None} == set(
+        LLAMA_SERVER_OFF)
+    assert {"dry_multiplier", "xtc_probability", "top_n_sigma", "top_k", "top_p", "min_p",
+            "typical_p", "mirostat", "repeat_penalty"} <= set(LLAMA_SERVER_OFF)
+    info = ServerInfo("llama-server", frozenset(
+        {k.llama_cpp for k in KNOBS.values() if k.llama_cpp} | {"samplers"}), n_ctx=512)
+    sent, ignored = llama_server_fields(SamplingParams(temperature=1.5), info)
+    assert sent == {**LLAMA_SERVER_OFF, "samplers": ["temperature"]} and ignored == []
+    p = SamplingParams(temperature=0.7, top_p=0.9, presence_penalty=0.5, xtc_threshold=0.2,
+                       epsilon=0.01, order=["presence_penalty", "top_p", "temperature", "xtc",
+                                            "epsilon"])
+    sent, ignored = llama_server_fields(p, info)
+    assert ignored == ["epsilon"]  # llama.cpp has no epsilon sampler: said, not sent
+    assert sent["samplers"] == ["penalties", "top_p", "temperature", "xtc"]
+    assert sent["presence_penalty"] == 0.5 and sent["top_p"] == 0.9
+    assert sent["repeat_last_n"] == 512  # the whole history: llama.cpp's default is 64
+    assert sent["xtc_probability"] == 1.0  # tempscope's default; llama.cpp's is 0 (off)
+    assert sent["dry_multiplier"] == 0.0 and sent["top_n_sigma"] == -1.0
+    sent, _ = llama_server_fields(SamplingParams(dry_multiplier=0.8), info)
+    assert sent["dry_penalty_last_n"] == 512 and sent["dry_sequence_breakers"] == [
+        "\n", ":", "\"", "*"]
+    sent, _ = llama_server_fields(SamplingParams(frequency_penalty=0.2, penalty_last_n=0), info)
+    assert sent["repeat_last_n"] == 0

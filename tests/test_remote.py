@@ -151,6 +151,15 @@ def test_cli_next_and_generate(server: LiveServer) -> None:
     assert len(rows) == 4 and all(r["remote"]["logprobs_raw"] for r in rows)
 
 
+def test_cli_next_sampler_options_need_a_server_that_reports_processed_probs(
+        server: LiveServer) -> None:
+    with client(server.base_url) as c:
+        assert not c.server.is_llama_server  # no llama-server /props: probed field by field
+    proc = run_cli("next", "The cat", "-t", "1", "--top-k", "3", "--endpoint", server.base_url)
+    assert proc.returncode == 2 and "llama-server" in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
 def test_cli_generate_warns_about_refused_settings(server: LiveServer) -> None:
     with fault_proxy(server.url) as (url, faults):
         faults.refuse = {"typical_p"}

@@ -8,6 +8,7 @@ from typing import Any
 
 from tempscope.remote import NEUTRAL_FIELDS, RemoteClient
 from tempscope.remote_engine import RemoteRow, _sample, request_fields, wire_fields
+from tempscope.remote_wire import LLAMA_SERVER_OFF, ServerInfo, parse_logprobs, server_info
 from tempscope.sampling import SamplingParams
 
 
@@ -25,6 +26,7 @@ class _Probed(RemoteClient):
 
     def __init__(self, refuse: Callable[[Mapping[str, Any]], str | None]) -> None:
         super().__init__("http://127.0.0.1:9/v1", model="m")
+        self._server = ServerInfo()  # a plain OpenAI-compatible server (no /props)
         self.refuse = refuse
         self.probes: list[dict[str, Any]] = []
 
@@ -111,3 +113,63 @@ def test_finish_reasons() -> None:
     assert plain.finish_reason == "stop"  # ambiguous without stop_reason: stop strings sent
     length = _sample(_answer(finish_reason="length"), row, 0, raw=True, ignored=[], stops=True)
     assert length.finish_reason == "length"
+
+
+def _llama_server_answer(processed: bool = False) -> dict[str, object]:
+    """llama-server's ``/v1/completions`` shape: ``logprobs.content``, ids included."""
+    key, top_key = ("prob", "top_probs") if processed else ("logprob", "top_logprobs")
+
+    def value(p: float) -> float:
+        return p if processed else math.log(p)
+
+    content = [
+        {"id": 11, "token": " couch", key: value(0.6), top_key: [
+            {"id": 11, "token": " couch", key: value(0.6)},
+            {"id": 12, "token": " mat", key: value(0.3)}]},
+        {"id": 13, "token": ".", key: value(0.9), top_key: [
+            {"id": 13, "token": ".", key: value(0.9)}]},
+    ]
+    return {"choices": [{"text": " couch.", "finish_reason": "length", "index": 0,
+                         "logprobs": {"content": content}}],
+            "usage": {"completion_tokens": 2}}
+
+
+def test_llama_server_logprobs_shape_is_read_with_ids() -> None:
+    """The issue's failure: llama-server answers in the chat-style ``content`` shape."""
+    row = RemoteRow("The cat slept on the", SamplingParams(temperature=1.0), 1)
+    s = _sample(_llama_server_answer(), row, 0, raw=True, ignored=[], stops=False)
+    assert [st.text for st in s.steps] == [" couch", "."]
+    assert [st.token_id for st in s.steps] == [11, 13]
+    assert [(a.token_id, a.text) for a in s.steps[0].top] == [(11, " couch"), (12, " mat")]
+    assert math.isclose(s.steps[0].top[1].raw_prob, 0.3)
+    assert math.isclose(s.mean_logprob, (math.log(0.6) + math.log(0.9)) / 2)
+    assert s.finish_reason == "length" and s.n_tokens == 2
+
+
+def test_post_sampling_probs_are_processed_not_raw() -> None:
+    row = RemoteRow("x", SamplingParams(), None)
+    s = _sample(_llama_server_answer(processed=True), row, 0, raw=True, ignored=[],
+                stops=False)
+    assert not s.logprobs_raw and math.isnan(s.mean_logprob)
+    assert math.isclose(s.steps[0].prob, 0.6) and math.isclose(s.steps[0].top[1].prob, 0.3)
+    zero = parse_logprobs({"content": [{"id": 1, "token": "a", "prob": 0.0, "top_probs": []}]})
+    assert zero[0].logprob == -math.inf and zero[0].processed
+    lowest = parse_logprobs({"content": [{"id": 1, "token": "a", "logprob": -3.4028235e38}]})
+    assert lowest[0].logprob == -math.inf  # llama-server's stand-in for log(0)
+
+
+def test_llama_server_is_known_by_its_props() -> None:
+    props = {"default_generation_settings": {"n_ctx": 1024, "params": {
+        k: v for k, v in LLAMA_SERVER_OFF.items()} | {"samplers": [], "repeat_last_n": 64}},
+        "build_info": "b1-abc"}
+    info = server_info(props)
+    assert info.is_llama_server and info.n_ctx == 1024 and "repeat_last_n" in info.accepts
+    assert not server_info({"detail": "Not Found"}).is_llama_server
+    assert not server_info(None).is_llama_server
+    c = _Probed(lambda fields: "never probed")
+    c._server = info
+    assert c.neutral_fields() == dict(LLAMA_SERVER_OFF) and c.probes == []
+    assert c.logprobs_fields() == ({"post_sampling_probs": False}, True)
+    sent, ignored = wire_fields(c, SamplingParams(top_k=5, bad_words=["x"]))
+    assert sent["top_k"] == 5 and sent["samplers"] == ["temperature", "top_k"]
+    assert ignored == ["bad_words"] and c.probes == []  # read from /props, never probed

@@ -603,6 +603,46 @@ def test_penalties_over_a_growing_history_match_llama_cpp(seed: int) -> None:
     report(failures, LAST_N - 4)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_penalty_window_matches_llama_cpp(seed: int) -> None:
+    """``penalty_last_n`` = llama.cpp's ``repeat_last_n``: a prompt then generated tokens,
+    histories several times longer than the window, so tokens leave it."""
+    needs_field("penalty_last_n")
+    rng = np.random.default_rng(450 + seed)
+    v = 40
+    last_n = int(rng.choice([1, 3, 8, 20]))
+    kw = gen_penalties(rng, np.zeros(v))
+    prompt = [int(t) for t in rng.integers(0, 8, size=int(rng.integers(0, 12)))]
+    ours = BatchSampler([params_for(["penalties"], {**kw, "penalty_last_n": last_n})],
+                        vocab_size=v, prompt_ids=[prompt])
+    failures = []
+    steps = 3 * last_n + 10
+    with ls.Chain(ls.penalties(v, last_n, kw.get("repetition_penalty") or 1.0,
+                               kw.get("frequency_penalty") or 0.0,
+                               kw.get("presence_penalty") or 0.0)) as chain:
+        chain.accept(prompt)
+        for step in range(steps):
+            x = random_logits(rng, v)
+            theirs = chain.apply(x)
+            mine = torch.softmax(ours.process(torch.from_numpy(x)[None]), dim=-1)[0].numpy()
+            why = mismatch(mine, theirs)
+            if why is not None:
+                failures.append(f"step {step}, last_n {last_n}: {describe(x, kw)}: {why}")
+            token = int(rng.integers(0, 8))
+            chain.accept([token])
+            ours.accept(torch.tensor([token]))
+    report(failures, steps)
+
+
+def test_penalty_window_zero_is_off_on_both_sides() -> None:
+    x = np.zeros(8, np.float32)
+    h = [5, 5, 0]
+    ours = probabilities(x, SamplingParams(presence_penalty=1.0, frequency_penalty=0.5,
+                                           penalty_last_n=0), history=h).numpy()
+    theirs = ls.run([ls.penalties(8, 0, 1.0, 0.5, 1.0)], x, h)
+    assert np.allclose(theirs.logits, 0.0) and np.allclose(ours, 1 / 8)
+
+
 # -- DRY (needs a llama.cpp vocabulary: the tiny GGUF's) -------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -816,15 +856,30 @@ def test_documented_greedy_takes_the_argmax_of_what_earlier_samplers_left(name: 
 # -- other differences found here: pinned, so a change on either side shows ------------------------
 
 def test_difference_penalty_window() -> None:
-    """llama.cpp penalises only the last ``penalty_last_n`` (default 64) accepted tokens;
-    tempscope counts the whole history. History [5] + [0] * 64: llama.cpp no longer
-    penalises token 5, tempscope does."""
+    """The default window: llama.cpp penalises only the last ``penalty_last_n`` (default 64)
+    accepted tokens; tempscope's default (``None``) counts the whole history, and
+    ``penalty_last_n=64`` gives llama.cpp's. History [5] + [0] * 64: llama.cpp no longer
+    penalises token 5, tempscope's default does, its 64-token window does not."""
     x = np.zeros(8, np.float32)
     h = [5] + [0] * LAST_N
     ours = probabilities(x, SamplingParams(presence_penalty=1.0), history=h).numpy()
     theirs = ls.run([ls.penalties(8, LAST_N, 1.0, 0.0, 1.0)], x, h)
     assert theirs.logits[5] == 0.0 and theirs.logits[0] == -1.0
     assert ours[5] < ours[1] and ours[0] == pytest.approx(ours[5])
+    windowed = probabilities(x, SamplingParams(presence_penalty=1.0, penalty_last_n=LAST_N),
+                             history=h).numpy()
+    assert windowed[5] == pytest.approx(windowed[1]) and windowed[0] < windowed[5]
+
+
+def test_difference_penalty_window_minus_one() -> None:
+    """``penalty_last_n = -1``: the whole history here (llama.cpp's documented "-1 = context
+    size"); this llama.cpp's C sampler clamps a negative window to 0, which switches the
+    penalties off (and its server refuses -1). History [5, 5]: penalised here, not there."""
+    x = np.zeros(8, np.float32)
+    ours = probabilities(x, SamplingParams(presence_penalty=1.0, penalty_last_n=-1),
+                         history=[5, 5]).numpy()
+    theirs = ls.run([ls.penalties(8, -1, 1.0, 0.0, 1.0)], x, [5, 5])
+    assert np.allclose(theirs.logits, 0.0) and ours[5] < ours[0]
 
 
 def test_difference_typical_after_a_masking_sampler() -> None:

@@ -12,7 +12,11 @@ What it does on top of plain HTTP:
   dropped, and never sent again;
 - explicit neutral values: every sampler the server accepts a field for and the user left off
   is sent switched off (:data:`NEUTRAL_FIELDS`), so the server's own defaults never shape the
-  text unseen.
+  text unseen;
+- llama.cpp's ``llama-server`` is recognised by its ``GET /props`` (:attr:`RemoteClient.server`)
+  and spoken to in its own names (:mod:`tempscope.remote_wire`): what it accepts is read from
+  there, not probed, and its log-probabilities are raw (before its samplers) unless a request
+  asks for ``post_sampling_probs``.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import Any
 import httpx
 
 from tempscope.errors import TempscopeError
+from tempscope.remote_wire import LLAMA_SERVER_OFF, ServerInfo, server_info
 from tempscope.sampling.registry import KNOBS
 
 # Fields every OpenAI-compatible completions endpoint understands.
@@ -136,6 +141,8 @@ class RemoteClient:
         self.neutral_refused: dict[str, str] = {}  # neutral field -> the server's message
         self.logprobs_raw = logprobs_raw
         self.max_logprobs: int | None = None  # learnt: the most logprobs the server allows
+        self._server: ServerInfo | None = None  # learnt: which server answers
+        self._n_vocab: int | None = None
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -160,7 +167,39 @@ class RemoteClient:
     def models(self) -> list[str]:
         """``GET /models``: the ids the server serves."""
         data = self._request("GET", "/models")
+        for m in data.get("data", []):
+            meta = m.get("meta") if isinstance(m, dict) else None
+            if isinstance(meta, dict) and isinstance(meta.get("n_vocab"), int):
+                self._n_vocab = int(meta["n_vocab"])  # llama-server says its vocabulary size
         return [str(m["id"]) for m in data.get("data", [])]
+
+    @property
+    def server(self) -> ServerInfo:
+        """Which server answers (asked once): llama-server when ``GET /props`` beside ``/v1``
+        lists its generation settings, else a plain OpenAI-compatible server."""
+        with self._lock:
+            if self._server is not None:
+                return self._server
+        root = self.base_url.removesuffix("/v1")
+        try:
+            props: dict[str, Any] | None = self._request("GET", root + "/props")
+        except RemoteError as exc:
+            if exc.status is None:
+                raise  # unreachable: that says nothing about which server it is
+            props = None  # 404 and friends: not llama-server
+        except ValueError:  # an answer that is not JSON
+            props = None
+        info = server_info(props)
+        with self._lock:
+            self._server = info
+        return info
+
+    @property
+    def n_vocab(self) -> int | None:
+        """The model's vocabulary size when the server says it (llama-server's ``/models``)."""
+        if self._n_vocab is None and self.server.is_llama_server:
+            self.models()
+        return self._n_vocab
 
     def completion(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """``POST /completions`` with retries; ``model`` is filled in when missing."""
@@ -185,6 +224,8 @@ class RemoteClient:
         """
         if name in CORE_FIELDS:
             return True
+        if self.server.is_llama_server:  # it lists what it takes (and ignores the rest)
+            return name in self.server.accepts
         with self._lock:
             if name in self._supported:
                 return self._supported[name]
@@ -209,6 +250,14 @@ class RemoteClient:
         with self._lock:
             if self._neutral is not None:
                 return dict(self._neutral)
+        if self.server.is_llama_server:  # llama.cpp's names, for every sampler it lists
+            accepts = self.server.accepts
+            off = {k: v for k, v in LLAMA_SERVER_OFF.items() if k in accepts}
+            with self._lock:
+                self.neutral_refused.update({k: "not among the fields its /props lists"
+                                             for k in LLAMA_SERVER_OFF if k not in accepts})
+                self._neutral = off
+            return dict(off)
         accepted = dict(NEUTRAL_FIELDS)
         if self._refusal(accepted) is not None:
             refused: dict[str, str] = {}
@@ -251,6 +300,8 @@ class RemoteClient:
         """
         if self.logprobs_raw:
             return {}, True
+        if self.server.is_llama_server:  # its logprobs come before its samplers
+            return {"post_sampling_probs": False}, True
         if self.supports("logprobs_mode", "raw"):
             return {"logprobs_mode": "raw"}, True
         return {}, False
@@ -291,7 +342,7 @@ class RemoteClient:
                 reason = str(response.status_code)
                 if response.status_code not in RETRY_STATUS or attempt >= self.max_retries:
                     raise RemoteError(
-                        f"{method} {self.base_url}{path} failed with HTTP "
+                        f"{method} {_where(self.base_url, path)} failed with HTTP "
                         f"{response.status_code}: {_error_message(response)}",
                         status=response.status_code,
                     )
@@ -301,6 +352,10 @@ class RemoteClient:
             delay = self.backoff * (2**attempt) * (0.5 + random.random())
             time.sleep(min(delay, 30.0))
             attempt += 1
+
+
+def _where(base_url: str, path: str) -> str:
+    return path if path.startswith(("http://", "https://")) else base_url + path
 
 
 def _error_message(response: httpx.Response) -> str:

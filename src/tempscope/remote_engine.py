@@ -4,12 +4,15 @@ The same results the local engine gives (:class:`~tempscope.generation.Sample`,
 :class:`~tempscope.generation.StepEvent`), filled from what an HTTP API returns, with what it
 cannot return said plainly:
 
-- token ids are unknown (``token_ids == []``; steps carry ``token_id = -1``, alternatives
-  negative ids) and ``n_tokens`` comes from the returned tokens;
+- ``token_ids == []`` and ``n_tokens`` comes from the returned tokens; steps carry the
+  server's token ids where it gives them (llama-server), else ``token_id = -1`` and negative
+  stand-ins for the alternatives;
 - log-probabilities are *raw* (log p at T = 1, no samplers: ``raw_logprob``) only when the
   server says so (:meth:`RemoteClient.logprobs_fields`); otherwise they are the server's
   *processed* ones (``logprob``) and ``raw_logprob`` is NaN, so ``mean_logprob`` is NaN rather
   than a number that means something else; entropies are NaN (a top-N list cannot give them);
+  llama-server gives both, the processed ones from a second request asking for
+  ``post_sampling_probs`` (``processed=True``);
 - ``finish_reason``: ``length``; ``eos`` / ``stop`` from vLLM's ``stop_reason`` when present,
   else ``eos`` when no stop string was asked for and ``stop`` (ambiguous) when one was;
 - sampler settings the server refuses are not sent and are listed in ``ignored``;
@@ -32,6 +35,7 @@ import numpy as np
 from tempscope.distribution import check_temperature, entropy, inverse_cdf, softmax
 from tempscope.generation import Alternative, Sample, StepEvent, derive_seed
 from tempscope.remote import RemoteClient, RemoteError
+from tempscope.remote_wire import llama_server_fields, parse_logprobs
 from tempscope.sampling.registry import KNOBS
 
 if TYPE_CHECKING:
@@ -110,8 +114,12 @@ def wire_fields(client: RemoteClient,
     A setting the user gave goes with its value when the server accepts it; every other
     sampler the server takes a field for goes switched off (:meth:`RemoteClient.neutral_fields`).
     ``repetition_penalty`` also goes as llama.cpp's ``repeat_penalty``, and mirostat switches
-    on llama.cpp's ``mirostat_mode`` (v2), so llama.cpp applies what was asked as well.
+    on llama.cpp's ``mirostat_mode`` (v2), so llama.cpp applies what was asked as well. A
+    llama-server gets llama.cpp's names and its chain instead
+    (:func:`~tempscope.remote_wire.llama_server_fields`).
     """
+    if client.server.is_llama_server:
+        return llama_server_fields(params, client.server)
     asked = request_fields(params)
     kept, ignored = client.split_fields(asked)
     sent = {k: v for k, v in client.neutral_fields().items() if k not in asked}
@@ -142,6 +150,7 @@ def remote_rows(
     stop: Sequence[str] = (),
     top_alternatives: int = 5,
     on_result: Callable[[int, RemoteSample], None] | None = None,
+    processed: bool = False,
 ) -> list[RemoteSample]:
     """Run ``rows``, one request each, at most ``client.concurrency`` at once.
 
@@ -153,6 +162,10 @@ def remote_rows(
         top_alternatives: ``logprobs`` asked for per step (alternatives kept per step).
         on_result: called with ``(row index, sample)`` as each answer arrives (in any order),
             so a caller can save it before the next one comes.
+        processed: also fill each step's processed numbers (``logprob``, the alternatives'
+            ``prob``: after the server's samplers) where the server can give them
+            (llama-server's ``post_sampling_probs``): a second request per row, the same
+            seed; kept only when it produced the same tokens (else they stay NaN).
 
     Returns:
         ``(R,)`` samples in the order of ``rows``; raises :class:`RemoteError` on the first
@@ -174,10 +187,15 @@ def remote_rows(
             body["stop"] = list(stop)
         plans.append((body, ignored, fields))
 
+    both = processed and raw and client.server.is_llama_server
+
     def one(i: int) -> RemoteSample:
         body, ignored, sent = plans[i]
         sample = _sample(client.completion(body), rows[i], i, raw=raw, ignored=ignored,
                          stops=bool(stop), sent=sent)
+        if both:
+            again = client.completion({**body, "post_sampling_probs": True})
+            sample.steps = _with_processed(sample.steps, again)
         if on_result is not None:
             on_result(i, sample)
         return sample
@@ -202,21 +220,22 @@ def _sample(data: dict[str, Any], row: RemoteRow, index: int, *, raw: bool,
     if not choices:
         raise RemoteError(f"the server answered without choices: {str(data)[:200]}")
     choice = choices[0]
-    lp = choice.get("logprobs") or {}
-    tokens = [str(t) for t in lp.get("tokens") or []]
-    values = list(lp.get("token_logprobs") or [])
-    tops = list(lp.get("top_logprobs") or [])
+    parsed = parse_logprobs(choice.get("logprobs"))
+    tokens = [t.text for t in parsed]
+    raw = raw and not any(t.processed for t in parsed)
     steps = []
-    for k, text in enumerate(tokens):
-        value = float(values[k]) if k < len(values) and values[k] is not None else math.nan
-        top = tops[k] if k < len(tops) and tops[k] else {}
-        alts = [Alternative(-1 if t == text else -(j + 2), t,
-                            math.exp(v) if raw else math.nan, math.nan if raw else math.exp(v))
-                for j, (t, v) in enumerate(sorted(top.items(), key=lambda kv: -kv[1]))]
-        steps.append(StepEvent(row=index, step=k + 1, token_id=-1, text=text,
-                               raw_logprob=value if raw else math.nan,
+    for k, tok in enumerate(parsed):
+        # Ids when the server gives them (llama-server), else -1 for the token and negative
+        # stand-ins for the alternatives.
+        alts = [Alternative(_alt_id(t, i, tok.text, j), t, math.exp(v) if raw else math.nan,
+                            math.nan if raw else math.exp(v))
+                for j, (t, i, v) in enumerate(tok.top)]
+        value = tok.logprob
+        steps.append(StepEvent(row=index, step=k + 1,
+                               token_id=-1 if tok.token_id is None else tok.token_id,
+                               text=tok.text, raw_logprob=value if raw else math.nan,
                                logprob=math.nan if raw else value, entropy=math.nan,
-                               raw_entropy=math.nan, top=alts, delta=text))
+                               raw_entropy=math.nan, top=alts, delta=tok.text))
     reason, stop_text = _finish(choice, stops)
     if steps:
         steps[-1] = replace(steps[-1], finished=reason)
@@ -227,6 +246,30 @@ def _sample(data: dict[str, Any], row: RemoteRow, index: int, *, raw: bool,
                         seed=row.seed, stop_text=stop_text,
                         completion_tokens=max(completion, len(tokens)), ignored=list(ignored),
                         logprobs_raw=raw, sent=dict(sent or {}))
+
+
+def _with_processed(steps: list[StepEvent], data: dict[str, Any]) -> list[StepEvent]:
+    """``steps`` (raw numbers) with the processed ones of a second answer to the same request
+    (``post_sampling_probs``), when it chose the same tokens; else ``steps`` unchanged."""
+    after = parse_logprobs((data.get("choices") or [{}])[0].get("logprobs"))
+    if [t.token_id for t in after] != [s.token_id for s in steps] or not all(
+            t.processed for t in after):
+        return steps
+    out = []
+    for step, tok in zip(steps, after, strict=True):
+        kept = {i: math.exp(v) for _, i, v in tok.top}
+        # A token missing from a list shorter than asked for was removed (0); from a full
+        # list, its probability is unknown.
+        missing = 0.0 if len(tok.top) < len(step.top) else math.nan
+        top = [replace(a, prob=kept.get(a.token_id, missing)) for a in step.top]
+        out.append(replace(step, logprob=tok.logprob, top=top))
+    return out
+
+
+def _alt_id(text: str, token_id: int | None, chosen: str, rank: int) -> int:
+    if token_id is not None:
+        return token_id
+    return -1 if text == chosen else -(rank + 2)
 
 
 def _finish(choice: dict[str, Any], stops: bool) -> tuple[FinishReason, str | None]:
@@ -250,11 +293,13 @@ def remote_generate(
     stop_at_newline: bool = False,
     seed: int | None = None,
     logprobs: int = 5,
+    processed: bool = False,
 ) -> list[RemoteSample]:
     """:func:`tempscope.generate` against a server: one request per sample.
 
     Args are those of :func:`tempscope.generate` (sample ``i`` gets ``derive_seed(seed, i)``);
-    ``logprobs`` is how many alternatives each step lists.
+    ``logprobs`` is how many alternatives each step lists; ``processed`` also asks for the
+    numbers after the server's samplers (see :func:`remote_rows`).
 
     Returns:
         ``len(prompts) * len(params) * n`` :class:`RemoteSample`, prompt-major, then params,
@@ -280,7 +325,7 @@ def remote_generate(
                 where.append((pi, qi, k))
                 rows.append(RemoteRow(prompt, p, s))
     out = remote_rows(client, rows, max_new_tokens=max_new_tokens, stop=stops,
-                      top_alternatives=logprobs)
+                      top_alternatives=logprobs, processed=processed)
     for sample, (pi, qi, k) in zip(out, where, strict=True):
         sample.prompt_index, sample.params_index, sample.sample_index = pi, qi, k
     return out
@@ -291,35 +336,58 @@ def remote_generate(
 
 @dataclass(frozen=True)
 class RemoteTemperatureView:
-    """The next-token distribution at one temperature, over the returned top-N only.
+    """The next-token distribution at one temperature, from what the server returned.
 
-    ``probabilities``: ``(N,)`` at T = 1 the server's own numbers (exact for these tokens;
-    they sum to ``1 - mass_outside``); at any other T the top-N renormalised,
-    ``softmax(logp / T)`` over them: an approximation that ignores the tokens outside.
+    ``probabilities``: ``(N,)`` ``softmax(logp / T)`` over the returned tokens. When the
+    server returned every token (llama-server with ``n_probs`` = the vocabulary) that is the
+    exact distribution at every T (``exact``); otherwise at T = 1 the server's own numbers
+    (exact for these tokens; they sum to ``1 - mass_outside``) and at any other T the top-N
+    renormalised: an approximation that ignores the tokens outside.
+
+    ``processed``: ``(N,)`` the probability of each token after the server's own samplers at
+    this temperature (llama-server's ``post_sampling_probs``; 0 = removed), ``kept`` how many
+    tokens it kept; ``None`` when no samplers were asked for or the server cannot say.
     """
 
     temperature: float
     tokens: list[str]  # the top-N, likeliest first
     logprobs: list[float]  # (N,) as returned, at T = 1
     probabilities: list[float]  # (N,)
-    exact: bool  # True only at T = 1
-    entropy: float  # nats, over the top-N renormalised
+    exact: bool  # the numbers are the true distribution at this T, not a top-N approximation
+    entropy: float  # nats, over the returned tokens (all of them when exact)
     sampled: int  # index into tokens of a seeded draw (the argmax at T = 0)
+    token_ids: list[int] | None = None  # (N,) when the server gives ids
+    processed: list[float] | None = None  # (N,) after the server's samplers
+    kept: int | None = None  # tokens with probability > 0 after them
 
     def to_dict(self) -> dict[str, Any]:
-        return {"temperature": self.temperature if math.isfinite(self.temperature) else "inf",
-                "exact": self.exact, "entropy_top_n": self.entropy,
-                "sampled": self.tokens[self.sampled],
-                "top": [{"rank": i + 1, "text": t, "logprob": lp, "probability": p}
-                        for i, (t, lp, p) in enumerate(zip(self.tokens, self.logprobs,
-                                                           self.probabilities, strict=True))]}
+        rows = []
+        for i, (t, lp, p) in enumerate(zip(self.tokens, self.logprobs, self.probabilities,
+                                           strict=True)):
+            row: dict[str, Any] = {"rank": i + 1, "text": t, "logprob": lp, "probability": p}
+            if self.token_ids is not None:
+                row["token_id"] = self.token_ids[i]
+            if self.processed is not None:
+                row["processed_probability"] = self.processed[i]
+            rows.append(row)
+        d: dict[str, Any] = {
+            "temperature": self.temperature if math.isfinite(self.temperature) else "inf",
+            "exact": self.exact, "entropy_top_n": self.entropy,
+            "sampled": self.tokens[self.sampled], "top": rows}
+        if self.exact:
+            d["entropy"] = self.entropy
+        if self.processed is not None:
+            d["kept"] = self.kept
+        return d
 
 
 @dataclass(frozen=True)
 class RemoteNextToken:
     """What :func:`remote_next_token` found; ``not_derived`` lists the temperatures the
     returned numbers cannot give (processed logprobs), ``note`` says why; ``sent`` the sampler
-    fields the request carried (every one switched off)."""
+    fields the request carried (every one switched off); ``exact`` whether the server returned
+    every token's probability, so every view is exact; ``chain`` the server-side samplers
+    behind each view's ``processed`` column (``None``: none asked)."""
 
     model: str
     endpoint: str
@@ -332,23 +400,31 @@ class RemoteNextToken:
     not_derived: list[float]
     note: str
     sent: dict[str, Any] = field(default_factory=dict)
+    exact: bool = False
+    chain: list[str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "endpoint": self.endpoint, "prompt": self.prompt,
-                "seed": self.seed, "logprobs_raw": self.logprobs_raw, "sent": self.sent,
-                "approximation": f"top-{self.top_n}", "top_n": self.top_n,
-                "mass_outside_top_n": self.mass_outside,
-                "not_derived": [t if math.isfinite(t) else "inf" for t in self.not_derived],
-                "note": self.note, "results": [r.to_dict() for r in self.results]}
+        d = {"model": self.model, "endpoint": self.endpoint, "prompt": self.prompt,
+             "seed": self.seed, "logprobs_raw": self.logprobs_raw, "sent": self.sent,
+             "approximation": "none" if self.exact else f"top-{self.top_n}",
+             "exact": self.exact, "top_n": self.top_n,
+             "mass_outside_top_n": self.mass_outside,
+             "not_derived": [t if math.isfinite(t) else "inf" for t in self.not_derived],
+             "note": self.note, "results": [r.to_dict() for r in self.results]}
+        if self.chain is not None:
+            d["chain"] = self.chain
+        return d
 
 
 def remote_next_token(client: RemoteClient, prompt: str, temperatures: Sequence[float],
-                      *, top: int = 20, seed: int | None = None) -> RemoteNextToken:
-    """The next-token distribution from one ``max_tokens=1`` request's ``top_logprobs``.
+                      *, top: int = 20, seed: int | None = None,
+                      params: SamplingParams | None = None) -> RemoteNextToken:
+    """The next-token distribution from one ``max_tokens=1`` request's log-probabilities.
 
-    Asks for :data:`WIDE_LOGPROBS` alternatives (20 if the server refuses more) at
-    ``temperature=1``. Views at other temperatures are computed from the returned
-    log-probabilities only when they are raw (:meth:`RemoteClient.logprobs_fields`).
+    A llama-server is asked for every token's (``n_probs`` = its vocabulary size), so every
+    temperature's view is exact. Any other server is asked for :data:`WIDE_LOGPROBS`
+    alternatives (20 if it refuses more) at ``temperature=1``, and views at other temperatures
+    are computed from them only when they are raw (:meth:`RemoteClient.logprobs_fields`).
 
     Args:
         client: the server.
@@ -356,55 +432,114 @@ def remote_next_token(client: RemoteClient, prompt: str, temperatures: Sequence[
         temperatures: each ``>= 0``.
         top: rows per table (``<= N`` returned).
         seed: seeds the draws (one uniform shared by every temperature); ``None`` = random.
+        params: samplers for the server to run at each temperature (llama-server only): each
+            view then also shows the distribution after them (``processed``), from one
+            ``post_sampling_probs`` request per temperature.
+
+    Example: ``remote_next_token(RemoteClient("http://127.0.0.1:8080/v1"), "The cat", [0.5, 1])``
     """
     if not prompt:
         raise ValueError("the prompt is empty: give some text")
     temps = [check_temperature(t) for t in temperatures]
     if seed is None:
         seed = random.SystemRandom().randrange(2**31)
+    llama = client.server.is_llama_server
+    if params is not None and not llama:
+        raise ValueError("sampler options with --endpoint need a server that reports "
+                         "probabilities after its own samplers (llama.cpp's llama-server); "
+                         "leave them out, or run on a local model")
     fields, raw = client.logprobs_fields()
     sent = client.neutral_fields()
     body = {"prompt": prompt, "max_tokens": 1, "temperature": 1.0, **sent, **fields}
-    wide = client.max_logprobs or max(top, WIDE_LOGPROBS)
-    try:
-        data = client.completion({**body, "logprobs": wide})
-    except RemoteError as exc:
-        if exc.status is None or exc.status >= 500 or wide <= OPENAI_MAX_LOGPROBS:
-            raise
-        client.max_logprobs = OPENAI_MAX_LOGPROBS
-        data = client.completion({**body, "logprobs": OPENAI_MAX_LOGPROBS})
+    n_vocab = client.n_vocab if llama else None
+    if n_vocab is not None:
+        data = client.completion({**body, "samplers": ["temperature"], "n_probs": n_vocab})
+    else:
+        data = _wide_request(client, body, top)
     choice = (data.get("choices") or [{}])[0]
-    tops = (choice.get("logprobs") or {}).get("top_logprobs") or []
-    if not tops or not tops[0]:
+    parsed = parse_logprobs(choice.get("logprobs"))
+    if not parsed or not parsed[0].top:
         raise RemoteError(f"{client.base_url} returned no top_logprobs for the first token: "
                           "the server does not report log-probabilities")
-    items = sorted(((str(t), float(v)) for t, v in tops[0].items()), key=lambda kv: -kv[1])
-    tokens, lps = [t for t, _ in items], [v for _, v in items]
+    tokens = [t for t, _, _ in parsed[0].top]
+    lps = [v for _, _, v in parsed[0].top]
+    ids = [i for _, i, _ in parsed[0].top]
+    token_ids = [int(i) for i in ids if i is not None] if None not in ids else None
     outside = max(0.0, 1.0 - sum(math.exp(v) for v in lps))
+    exact = n_vocab is not None and len(tokens) >= n_vocab
     u = random.Random(seed).random()
     derivable = [t for t in temps if raw or t == 1.0]
     not_derived = [t for t in temps if t not in derivable]
-    views = [_view(t, tokens, lps, u, top) for t in (derivable or [1.0])]
-    note = (f"top-{len(tokens)} approximation: {outside:.4f} of the mass at T = 1 lies outside "
-            "the returned tokens; other temperatures renormalise over them")
+    chain = None
+    if params is not None and token_ids is not None:
+        chain = llama_server_fields(params, client.server)[0].get("samplers")
+    views = [_view(t, tokens, lps, u, top, exact=exact, token_ids=token_ids,
+                   after=None if chain is None else _after_samplers(
+                       client, prompt, params, t, seed, n_vocab or len(tokens)))
+             for t in (derivable or [1.0])]
+    if exact:
+        note = (f"exact: the server returned every token's probability (n_probs = {n_vocab}), "
+                "so each temperature's distribution is computed over the whole vocabulary")
+    else:
+        note = (f"top-{len(tokens)} approximation: {outside:.4f} of the mass at T = 1 lies "
+                "outside the returned tokens; other temperatures renormalise over them")
     if not raw:
         note += ("; the server's logprobs are processed (not raw), so only T = 1 is shown: "
                  "other temperatures cannot be derived (pass --logprobs-raw if the server "
                  "returns raw logprobs, e.g. vLLM --logprobs-mode raw_logprobs)")
     return RemoteNextToken(client.model, client.base_url, prompt, seed, raw, len(tokens),
-                           outside, views, not_derived, note, sent)
+                           outside, views, not_derived, note, sent, exact, chain)
 
 
-def _view(t: float, tokens: list[str], lps: list[float], u: float,
-          top: int) -> RemoteTemperatureView:
+def _wide_request(client: RemoteClient, body: dict[str, Any], top: int) -> dict[str, Any]:
+    wide = client.max_logprobs or max(top, WIDE_LOGPROBS)
+    try:
+        return client.completion({**body, "logprobs": wide})
+    except RemoteError as exc:
+        if exc.status is None or exc.status >= 500 or wide <= OPENAI_MAX_LOGPROBS:
+            raise
+        client.max_logprobs = OPENAI_MAX_LOGPROBS
+        return client.completion({**body, "logprobs": OPENAI_MAX_LOGPROBS})
+
+
+def _view(t: float, tokens: list[str], lps: list[float], u: float, top: int, *,
+          exact: bool = False, token_ids: list[int] | None = None,
+          after: dict[int, float] | None = None) -> RemoteTemperatureView:
     logp = np.asarray(lps, dtype=np.float64)  # (N,) sorted, likeliest first
-    # At T = 1 the server's own numbers; at any other T the top-N renormalised.
-    probs = np.exp(logp) if t == 1.0 else np.asarray(softmax(logp, t))
+    # Exact (every token returned): softmax(logp / T) is the distribution at T. Otherwise at
+    # T = 1 the server's own numbers, at any other T the top-N renormalised.
+    probs = np.exp(logp) if t == 1.0 and not exact else np.asarray(softmax(logp, t))
     shares = probs / probs.sum()
     h = max(0.0, float(entropy(shares)))
-    pick = int(inverse_cdf(shares, u))  # T = 0: the one-hot softmax picks the first token
+    if after is None or token_ids is None:
+        pick = int(inverse_cdf(shares, u))  # T = 0: the one-hot softmax picks the first token
+    else:  # the draw comes from the distribution after the server's samplers
+        kept = sorted(after, key=lambda i: -after[i])  # (K,) ids, likeliest first
+        p = np.asarray([after[i] for i in kept], dtype=np.float64)
+        pick = token_ids.index(kept[int(inverse_cdf(p / p.sum(), u))])
     n = max(top, pick + 1)
-    return RemoteTemperatureView(t, tokens[:n], lps[:n], probs[:n].tolist(), t == 1.0, h, pick)
+    ids = None if token_ids is None else token_ids[:n]
+    return RemoteTemperatureView(
+        t, tokens[:n], lps[:n], probs[:n].tolist(), exact or t == 1.0, h, pick, ids,
+        None if after is None or ids is None else [after.get(i, 0.0) for i in ids],
+        None if after is None else len(after))
+
+
+def _after_samplers(client: RemoteClient, prompt: str, params: SamplingParams | None,
+                    t: float, seed: int, n_probs: int) -> dict[int, float]:
+    """``{token id: probability}`` of every token the server's samplers keep at temperature
+    ``t``: one ``post_sampling_probs`` request (llama-server)."""
+    assert params is not None
+    at_t = params.model_copy(update={"temperature": t})
+    fields, _ = wire_fields(client, at_t)
+    data = client.completion({"prompt": prompt, "max_tokens": 1, "seed": seed,
+                              "temperature": _temperature(at_t), **fields,
+                              "n_probs": n_probs, "post_sampling_probs": True})
+    parsed = parse_logprobs((data.get("choices") or [{}])[0].get("logprobs"))
+    if not parsed or not parsed[0].processed:
+        raise RemoteError(f"{client.base_url} did not return probabilities after its samplers "
+                          "(post_sampling_probs)")
+    return {i: math.exp(v) for _, i, v in parsed[0].top if i is not None and v > -math.inf}
 
 
 def check_settings(client: RemoteClient,

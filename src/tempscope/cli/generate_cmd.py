@@ -122,7 +122,9 @@ def _run_remote(client: Any, params: list[SamplingParams], args: argparse.Namesp
         samples = remote_generate(client, args.prompt, params, n=args.n,
                                   max_new_tokens=args.max_new_tokens, stop=args.stop,
                                   stop_at_newline=args.stop_at_newline, seed=seed,
-                                  logprobs=max(args.top, 1))
+                                  logprobs=max(args.top, 1),
+                                  # the numbers after the server's samplers, where shown
+                                  processed=args.trace or args.json)
     warn_ignored(sorted({f for s in samples for f in s.ignored}), client.refused)
     if samples and not samples[0].logprobs_raw:
         print("tempscope: note: the server's logprobs are processed, not raw: mean log p at "

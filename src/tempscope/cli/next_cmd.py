@@ -75,12 +75,14 @@ def run(args: argparse.Namespace) -> int:
     if client is not None:  # a remote server: top-N logprobs instead of the full distribution
         from tempscope.remote_engine import remote_next_token
 
-        if args.chat or args.plot or samplers_used(args):
-            raise ValueError("--chat, --plot and sampler options are not available with "
-                             "--endpoint: leave them out, or run on a local model")
-
+        if args.chat or args.plot:
+            raise ValueError("--chat and --plot are not available with --endpoint: leave "
+                             "them out, or run on a local model")
+        # Sampler options run on the server (llama-server: raw and processed side by side).
+        remote_params = params_from_args(args, 1.0) if samplers_used(args) else None
         with client:
-            remote = remote_next_token(client, args.prompt, temps, top=top, seed=seed)
+            remote = remote_next_token(client, args.prompt, temps, top=top, seed=seed,
+                                       params=remote_params)
         print_next(remote, as_json=args.json)
         return 0
     # Checked before the model loads; next_token puts each -t temperature in turn.

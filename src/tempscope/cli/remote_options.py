@@ -104,23 +104,37 @@ def print_next(result: RemoteNextToken, *, as_json: bool) -> None:
     from tempscope.nexttoken import visible
 
     kind = "raw" if result.logprobs_raw else "processed"
+    scope = "every token's" if result.exact else f"top-{result.top_n}"
     print(f"{result.model} at {result.endpoint}: one max_tokens=1 request, "
-          f"top-{result.top_n} {kind} logprobs, seed {result.seed}")
+          f"{scope} {kind} logprobs, seed {result.seed}")
     print(f"note: {result.note}")
     if result.sent:
         print("samplers switched off on the server: "
               + ", ".join(f"{k}={v:g}" for k, v in result.sent.items()))
     print()
     for r in result.results:
-        label = "exact at T = 1" if r.exact else f"top-{result.top_n} renormalised"
+        if result.exact:
+            label = f"exact over all {result.top_n:,} tokens"
+        else:
+            label = "exact at T = 1" if r.exact else f"top-{result.top_n} renormalised"
         print(f"LLM Temperature: {r.temperature:g} → {result.prompt}{r.tokens[r.sampled]}")
+        header = ["rank", "token", "log p (T=1)", "probability"]
         rows = [[str(i + 1), visible(t), f"{lp:.4f}", f"{p:.5f}"]
                 for i, (t, lp, p) in enumerate(zip(r.tokens, r.logprobs, r.probabilities,
                                                    strict=True))]
-        print_table(f"T = {r.temperature:g} ({label})", ["rank", "token", "log p (T=1)",
-                    "probability"], rows, highlight=r.sampled)
-        print(f"T={r.temperature:g}: entropy over the top-{result.top_n} {r.entropy:.4f} "
-              f"nats; outside the top-{result.top_n} at T=1: {result.mass_outside:.5f}")
+        if r.processed is not None:  # the server's samplers ran: before and after
+            label += f"; processed: {' -> '.join(result.chain or [])} on the server"
+            header = ["rank", "token", "log p (T=1)", f"T={r.temperature:g} only", "processed"]
+            rows = [[*row, f"{q:.5f}"] for row, q in zip(rows, r.processed, strict=True)]
+        print_table(f"T = {r.temperature:g} ({label})", header, rows, highlight=r.sampled)
+        if r.kept is not None:
+            print(f"{r.kept:,} tokens survive the server's samplers")
+        if result.exact:
+            print(f"T={r.temperature:g}: entropy {r.entropy:.4f} nats (exact, before the "
+                  "samplers)")
+        else:
+            print(f"T={r.temperature:g}: entropy over the top-{result.top_n} {r.entropy:.4f} "
+                  f"nats; outside the top-{result.top_n} at T=1: {result.mass_outside:.5f}")
         print()
     if result.not_derived:
         temps = " ".join(f"{t:g}" for t in result.not_derived)

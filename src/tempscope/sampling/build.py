@@ -47,6 +47,11 @@ class BuildContext:
         """``(B,)`` each row's ``min_keep`` (1 when unset)."""
         return self.ints([p.min_keep or 1 for p in self.params])
 
+    def penalty_last_n(self) -> Tensor:
+        """``(B,)`` each row's penalty window (-1, the whole history, when unset)."""
+        return self.ints([-1 if p.penalty_last_n is None else p.penalty_last_n
+                          for p in self.params])
+
 
 def resolve(path: str) -> Any:
     """``"module:attr"`` under ``tempscope.sampling`` -> the object."""
@@ -89,6 +94,8 @@ def _context(need: str, spec: SamplerSpec, ctx: BuildContext, on: list[bool]) ->
         return ctx.vocab_size
     if need == "min_keep":
         return ctx.min_keep()
+    if need == "penalty_last_n":
+        return ctx.penalty_last_n()
     if need == "vocab":
         if ctx.vocab is None:
             raise ValueError(f"{spec.knobs[0].name} needs the model's tokenizer: use it through "

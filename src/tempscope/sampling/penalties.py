@@ -5,7 +5,9 @@ The penalties read the history as ``(B, V)`` counts: how many times each token o
 row's prompt plus what it generated so far (llama.cpp style; vLLM and OpenAI count only
 generated tokens for the frequency and presence penalties). They take a
 :class:`~tempscope.sampling.base.HistoryView` (read at every ``apply``, so the counts are always
-current) or a fixed ``(B, V)`` tensor.
+current) or a fixed ``(B, V)`` tensor. ``penalty_last_n`` narrows what they count to each row's
+last N tokens, as llama.cpp's ``repeat_last_n`` does: -1 (the default) counts the whole history,
+0 counts nothing (the penalties do nothing), N > 0 the last N tokens, prompt included.
 """
 
 from __future__ import annotations
@@ -31,20 +33,54 @@ def _check_counts(counts: Tensor | HistoryView) -> Tensor | HistoryView:
     return counts
 
 
-class _Penalty(RowSampler):
-    """A penalty's per-row value and its view of the history."""
+def window_counts(ids: Sequence[Sequence[int]], last_n: Sequence[int],
+                  vocab_size: int, device: torch.device | str = "cpu") -> Tensor:
+    """``(B, V)`` float32 counts of each row's last ``last_n[row]`` tokens (-1: all of them,
+    0: none).
 
-    row_attrs = ("penalty", "counts")
+    >>> window_counts([[1, 2, 1, 3]], [2], 4).tolist()
+    [[0.0, 1.0, 0.0, 1.0]]
+    """
+    rows: list[int] = []
+    tokens: list[int] = []
+    for row, (seq, n) in enumerate(zip(ids, last_n, strict=True)):
+        kept = list(seq) if n < 0 else list(seq[len(seq) - min(n, len(seq)):])
+        rows += [row] * len(kept)
+        tokens += kept
+    counts = torch.zeros(len(ids), vocab_size, device=device)  # (B, V)
+    if tokens:
+        counts.index_put_((torch.tensor(rows, device=device),
+                           torch.tensor(tokens, device=device)),
+                          torch.ones(len(tokens), device=device), accumulate=True)
+    return counts
+
+
+class _Penalty(RowSampler):
+    """A penalty's per-row value, its view of the history and its window."""
+
+    row_attrs = ("penalty", "counts", "penalty_last_n")
 
     def __init__(self, penalty: float | Tensor, counts: Tensor | HistoryView, low: float,
-                 high: float, **open_: bool) -> None:
+                 high: float, penalty_last_n: int | Tensor = -1, **open_: bool) -> None:
         self.penalty = per_row(penalty)
         check_range(self.name, self.penalty, low, high, **open_)
         self.counts = _check_counts(counts)
+        self.penalty_last_n = per_row(penalty_last_n, dtype=torch.int64)
+        check_range("penalty_last_n", self.penalty_last_n, -1, math.inf, high_open=True)
+        if not isinstance(counts, HistoryView) and bool((self.penalty_last_n >= 0).any()):
+            raise ValueError("penalty_last_n needs the history's token order: pass a "
+                             "HistoryView, not fixed (B, V) counts")
 
     def seen(self) -> Tensor:
-        """``(B, V)`` counts of each token in each row's history."""
-        return self.counts.counts if isinstance(self.counts, HistoryView) else self.counts
+        """``(B, V)`` counts of each token in each row's history (its window)."""
+        if not isinstance(self.counts, HistoryView):
+            return self.counts
+        if bool((self.penalty_last_n < 0).all()):  # the whole history: the shared table
+            return self.counts.counts
+        b = len(self.counts.rows)
+        last_n = self.penalty_last_n.expand(b).tolist()
+        h = self.counts.history
+        return window_counts(self.counts.ids, last_n, h.vocab_size, h.device)
 
 
 class RepetitionPenalty(_Penalty):
@@ -56,12 +92,20 @@ class RepetitionPenalty(_Penalty):
     Args:
         penalty: ``r > 0``, a number or ``(B,)`` tensor. Practical 1.05-1.3.
         history: the rows' history (or fixed ``(B, V)`` counts).
+        penalty_last_n: count only the last N tokens, ``(B,)`` or a number; -1 = all, 0 = none
+            (needs a ``HistoryView``).
+
+    >>> h = HistoryView.of([[2, 0, 1]], 4)
+    >>> RepetitionPenalty(2.0, h, penalty_last_n=1).apply(torch.tensor([[2.0, 2.0, 2.0, 2.0]]))
+    tensor([[2., 1., 2., 2.]])
     """
 
     name = "repetition_penalty"
 
-    def __init__(self, penalty: float | Tensor, history: Tensor | HistoryView) -> None:
-        super().__init__(penalty, history, 0, math.inf, low_open=True, high_open=True)
+    def __init__(self, penalty: float | Tensor, history: Tensor | HistoryView,
+                 penalty_last_n: int | Tensor = -1) -> None:
+        super().__init__(penalty, history, 0, math.inf, penalty_last_n, low_open=True,
+                         high_open=True)
 
     def apply(self, logits: Tensor) -> Tensor:
         r = column(self.penalty, logits)  # (B, 1)
@@ -69,39 +113,46 @@ class RepetitionPenalty(_Penalty):
         return torch.where(self.seen() > 0, penalised, logits)
 
     def __repr__(self) -> str:
-        return f"RepetitionPenalty({self.penalty.tolist()})"
+        return f"RepetitionPenalty({self.penalty.tolist()}{_window(self.penalty_last_n)})"
 
 
 class FrequencyPenalty(_Penalty):
     """OpenAI frequency penalty: ``l -= f * count``. Args: ``f`` in ``[-2, 2]``; the history
-    (or ``(B, V)`` counts)."""
+    (or ``(B, V)`` counts); ``penalty_last_n`` as :class:`RepetitionPenalty`."""
 
     name = "frequency_penalty"
 
-    def __init__(self, penalty: float | Tensor, history: Tensor | HistoryView) -> None:
-        super().__init__(penalty, history, -2, 2)
+    def __init__(self, penalty: float | Tensor, history: Tensor | HistoryView,
+                 penalty_last_n: int | Tensor = -1) -> None:
+        super().__init__(penalty, history, -2, 2, penalty_last_n)
 
     def apply(self, logits: Tensor) -> Tensor:
         return logits - column(self.penalty, logits) * self.seen()
 
     def __repr__(self) -> str:
-        return f"FrequencyPenalty({self.penalty.tolist()})"
+        return f"FrequencyPenalty({self.penalty.tolist()}{_window(self.penalty_last_n)})"
 
 
 class PresencePenalty(_Penalty):
     """OpenAI presence penalty: ``l -= p`` once for every token seen. Args: ``p`` in
-    ``[-2, 2]``; the history (or ``(B, V)`` counts)."""
+    ``[-2, 2]``; the history (or ``(B, V)`` counts); ``penalty_last_n`` as
+    :class:`RepetitionPenalty`."""
 
     name = "presence_penalty"
 
-    def __init__(self, penalty: float | Tensor, history: Tensor | HistoryView) -> None:
-        super().__init__(penalty, history, -2, 2)
+    def __init__(self, penalty: float | Tensor, history: Tensor | HistoryView,
+                 penalty_last_n: int | Tensor = -1) -> None:
+        super().__init__(penalty, history, -2, 2, penalty_last_n)
 
     def apply(self, logits: Tensor) -> Tensor:
         return logits - column(self.penalty, logits) * (self.seen() > 0).to(logits.dtype)
 
     def __repr__(self) -> str:
-        return f"PresencePenalty({self.penalty.tolist()})"
+        return f"PresencePenalty({self.penalty.tolist()}{_window(self.penalty_last_n)})"
+
+
+def _window(last_n: Tensor) -> str:
+    return "" if bool((last_n < 0).all()) else f", penalty_last_n={last_n.tolist()}"
 
 
 class LogitBias(RowSampler):

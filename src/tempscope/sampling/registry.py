@@ -51,6 +51,9 @@ class Knob:
         vllm: vLLM's field name (``None``: vLLM has none).
         wire_off: ``{wire name: value}`` a server reads as "off", sent by the remote engine
             for every sampler the user leaves off (so a server's defaults shape nothing unseen).
+        llama_cpp_off: the value llama.cpp's ``llama-server`` reads as "off" under the
+            ``llama_cpp`` name, sent to it for every sampler the user leaves off (``None``: not
+            a switch there).
         metavar: the CLI placeholder.
     """
 
@@ -69,6 +72,7 @@ class Knob:
     llama_cpp: str | None = None
     vllm: str | None = None
     wire_off: Mapping[str, Any] = field(default_factory=dict)
+    llama_cpp_off: Any = None
     metavar: str = "X"
 
     @property
@@ -106,7 +110,8 @@ class SamplerSpec:
         build: ``"module:function"`` that builds the stage itself (``(rows, ctx) -> list``),
             for samplers whose construction is not one column per knob.
         needs: context the class takes as keyword arguments: ``history`` (a ``HistoryView``),
-            ``generators``, ``vocab`` (a ``Vocab``), ``vocab_size``, ``min_keep``.
+            ``generators``, ``vocab`` (a ``Vocab``), ``vocab_size``, ``min_keep``,
+            ``penalty_last_n`` (the penalties' window, ``(B,)``, -1 = whole history).
         in_order: a stage of the chain (listed in ``order``) rather than a setting.
         stateful: keeps state across steps (``accept``/``reset``).
         ends_chain: chooses the token itself; nothing may follow it.
@@ -114,6 +119,9 @@ class SamplerSpec:
         is_on: whether a ``SamplingParams`` switches it on (default: ``knobs[0]`` set).
         check: extra consistency check on a ``SamplingParams`` (raise ``ValueError``).
         greedy_skips: a greedy row (T = 0) never needs it (it runs after temperature only).
+        llama_cpp: llama.cpp's name for this stage in ``llama-server``'s ``samplers`` list
+            (``None``: not a stage there; llama.cpp runs the three penalties as one,
+            ``penalties``).
     """
 
     name: str
@@ -128,6 +136,7 @@ class SamplerSpec:
     local: bool = False
     is_on: Callable[[Any], bool] | None = None
     check: Callable[[Any], None] | None = None
+    llama_cpp: str | None = None
 
     def on(self, params: Any) -> bool:
         """Whether ``params`` switches this sampler on."""
@@ -179,6 +188,7 @@ def _i(name: str, doc: str, low: float, high: float = _INF, *, hint: str = "",
 
 
 _MIN_KEEP = ("min_keep",)
+_PENALTY_NEEDS = ("history", "penalty_last_n")
 
 #: Every sampler and setting, stages in the default order: logit processors (bias, bans,
 #: penalties, DRY) first, then temperature and smoothing, then the filters, then the samplers
@@ -205,28 +215,29 @@ SAMPLERS: tuple[SamplerSpec, ...] = (
         "repetition_penalty", "CTRL penalty: seen logits / r if > 0 else * r",
         (_f("repetition_penalty", "divide positive / multiply negative logits of seen tokens",
             0, _INF, lo_open=True, hi_open=True, hint="1 = unchanged, typical 1.05-1.3",
-            neutral=1.0, arg="penalty", llama_cpp="repeat_penalty", vllm="repetition_penalty",
+            neutral=1.0, arg="penalty", llama_cpp="repeat_penalty",
+            llama_cpp_off=1.0, vllm="repetition_penalty",
             wire_off={"repetition_penalty": 1.0, "repeat_penalty": 1.0}, metavar="R"),),
-        impl="penalties:RepetitionPenalty", needs=("history",)),
+        impl="penalties:RepetitionPenalty", needs=_PENALTY_NEEDS, llama_cpp="penalties"),
     SamplerSpec(
         "frequency_penalty", "OpenAI frequency penalty: logit -= f * count",
         (_f("frequency_penalty", "subtract F * count of each seen token", -2, 2,
             hint="as in the OpenAI API", neutral=0.0, arg="penalty",
-            llama_cpp="frequency_penalty", vllm="frequency_penalty",
+            llama_cpp="frequency_penalty", llama_cpp_off=0.0, vllm="frequency_penalty",
             wire_off={"frequency_penalty": 0.0}, metavar="F"),),
-        impl="penalties:FrequencyPenalty", needs=("history",)),
+        impl="penalties:FrequencyPenalty", needs=_PENALTY_NEEDS, llama_cpp="penalties"),
     SamplerSpec(
         "presence_penalty", "OpenAI presence penalty: logit -= p once per seen token",
         (_f("presence_penalty", "subtract P from every seen token", -2, 2,
             hint="as in the OpenAI API", neutral=0.0, arg="penalty",
-            llama_cpp="presence_penalty", vllm="presence_penalty",
+            llama_cpp="presence_penalty", llama_cpp_off=0.0, vllm="presence_penalty",
             wire_off={"presence_penalty": 0.0}, metavar="P"),),
-        impl="penalties:PresencePenalty", needs=("history",)),
+        impl="penalties:PresencePenalty", needs=_PENALTY_NEEDS, llama_cpp="penalties"),
     SamplerSpec(
         "dry", "DRY: penalise tokens that would extend a repeat of earlier text (llama.cpp)",
         (_f("dry_multiplier", "DRY strength: penalty = M * base^(L - allowed length)", 0, _INF,
             hi_open=True, hint="0 = no penalty, typical 0.8", neutral=0.0, arg="multiplier",
-            llama_cpp="dry_multiplier", metavar="M"),
+            llama_cpp="dry_multiplier", llama_cpp_off=0.0, metavar="M"),
          _f("dry_base", "DRY growth per token past the allowed length", 1, _INF, hi_open=True,
             hint="typical 1.75", default=1.75, neutral=1.75, arg="base",
             llama_cpp="dry_base", metavar="B"),
@@ -239,7 +250,7 @@ SAMPLERS: tuple[SamplerSpec, ...] = (
          Knob("dry_sequence_breakers", "strings", "DRY: text that ends a repeat",
               default=("\n", ":", "\"", "*"), neutral=(), arg="sequence_breakers",
               llama_cpp="dry_sequence_breakers", metavar="TEXT")),
-        impl="dry:DRY", needs=("history", "vocab")),
+        impl="dry:DRY", needs=("history", "vocab"), llama_cpp="dry"),
     SamplerSpec(
         "temperature", "divide logits by T (0 = greedy), or a dynamic T from the entropy",
         (_f("temperature", "0 = greedy, 1 = unchanged, inf = uniform", 0, _INF,
@@ -247,6 +258,7 @@ SAMPLERS: tuple[SamplerSpec, ...] = (
             vllm="temperature", metavar="T"),
          _f("dynatemp_range", "llama.cpp dynamic temperature: T in [T-R, T+R] by entropy", 0,
             _INF, hi_open=True, hint="typical 0.5-1.5", requires="", llama_cpp="dynatemp_range",
+            llama_cpp_off=0.0,
             vllm="dynatemp_range", metavar="R"),
          _f("dynatemp_exponent", "dynatemp curve exponent (default 1 = linear)", 0, _INF,
             lo_open=False, hi_open=True, hint="1 = linear", default=1.0,
@@ -257,7 +269,7 @@ SAMPLERS: tuple[SamplerSpec, ...] = (
          _f("edt_n", "EDT base N in (0, 1] (default 0.8)", 0, 1, lo_open=True,
             hint="the paper uses 0.8", default=0.8, requires="edt_theta", metavar="N")),
         build="build:build_temperature", local=True, is_on=_temperature_on,
-        check=_temperature_check),
+        check=_temperature_check, llama_cpp="temperature"),
     SamplerSpec(
         "smoothing", "quadratic smoothing (text-generation-webui): logits bent around the top",
         (_f("smoothing_factor", "quadratic smoothing strength (0 = off)", 0, _INF,
@@ -269,28 +281,30 @@ SAMPLERS: tuple[SamplerSpec, ...] = (
     SamplerSpec(
         "top_n_sigma", "keep logits >= max - n * std(logits) (Tang et al. 2024)",
         (_f("top_n_sigma", "keep logits >= max - N * std(logits), N >= 0", 0, _INF,
-            hint="typical 1-2", neutral=_INF, arg="n", llama_cpp="top_n_sigma",
+            hint="typical 1-2", neutral=_INF, arg="n", llama_cpp="top_n_sigma", llama_cpp_off=-1.0,
             vllm="top_n_sigma", metavar="N"),),
-        impl="truncation:TopNSigma", needs=_MIN_KEEP, local=True),
+        impl="truncation:TopNSigma", needs=_MIN_KEEP, local=True, llama_cpp="top_n_sigma"),
     SamplerSpec(
         "top_k", "keep the k most likely tokens",
         (_i("top_k", "keep the K most likely tokens, K >= 1", 1,
-            hint="k > vocabulary keeps all", arg="k", llama_cpp="top_k", vllm="top_k",
+            hint="k > vocabulary keeps all", arg="k", llama_cpp="top_k",
+            llama_cpp_off=0, vllm="top_k",
             wire_off={"top_k": 0}, metavar="K"),),
-        build="build:build_top_k", local=True),
+        build="build:build_top_k", local=True, llama_cpp="top_k"),
     SamplerSpec(
         "top_p", "nucleus: the smallest set of tokens holding mass >= p",
         (_f("top_p", "nucleus: keep the smallest set of tokens holding mass >= P, in (0, 1]",
             0, 1, lo_open=True, hint="typical 0.8-0.95; 1 keeps everything", neutral=1.0,
-            arg="p", llama_cpp="top_p", vllm="top_p", wire_off={"top_p": 1.0},
+            arg="p", llama_cpp="top_p", llama_cpp_off=1.0, vllm="top_p", wire_off={"top_p": 1.0},
             metavar="P"),),
-        impl="truncation:TopP", needs=_MIN_KEEP, local=True),
+        impl="truncation:TopP", needs=_MIN_KEEP, local=True, llama_cpp="top_p"),
     SamplerSpec(
         "typical_p", "locally typical sampling (Meister et al. 2022)",
         (_f("typical_p", "locally typical set holding mass P, in (0, 1]", 0, 1, lo_open=True,
-            hint="typical 0.2-0.95", neutral=1.0, llama_cpp="typical_p", vllm="typical_p",
+            hint="typical 0.2-0.95", neutral=1.0, llama_cpp="typical_p",
+            llama_cpp_off=1.0, vllm="typical_p",
             wire_off={"typical_p": 1.0}, metavar="P"),),
-        impl="truncation:Typical", needs=_MIN_KEEP, local=True),
+        impl="truncation:Typical", needs=_MIN_KEEP, local=True, llama_cpp="typ_p"),
     SamplerSpec(
         "tfs", "tail-free sampling: cut where the second derivative of sorted p flattens",
         (_f("tfs_z", "tail-free sampling: keep the head holding Z of the curvature", 0, 1,
@@ -315,9 +329,10 @@ SAMPLERS: tuple[SamplerSpec, ...] = (
     SamplerSpec(
         "min_p", "keep tokens with p >= min_p * p_max",
         (_f("min_p", "keep tokens with p >= P * p_max, in [0, 1]", 0, 1,
-            hint="typical 0.02-0.1", neutral=0.0, llama_cpp="min_p", vllm="min_p",
+            hint="typical 0.02-0.1", neutral=0.0, llama_cpp="min_p",
+            llama_cpp_off=0.0, vllm="min_p",
             wire_off={"min_p": 0.0}, metavar="P"),),
-        impl="truncation:MinP", needs=_MIN_KEEP, local=True),
+        impl="truncation:MinP", needs=_MIN_KEEP, local=True, llama_cpp="min_p"),
     SamplerSpec(
         "xtc", "exclude top choices: drop every token >= threshold except the least of them",
         (_f("xtc_threshold", "XTC: drop every token with p >= P except the least of them",
@@ -325,8 +340,8 @@ SAMPLERS: tuple[SamplerSpec, ...] = (
             llama_cpp="xtc_threshold", vllm="xtc_threshold", metavar="P"),
          _f("xtc_probability", "chance XTC fires on a step (default 1)", 0, 1,
             hint="typical 0.5", default=1.0, neutral=0.0, arg="probability",
-            llama_cpp="xtc_probability", vllm="xtc_probability", metavar="P")),
-        impl="xtc:XTC", needs=("generators", "min_keep"), local=True),
+            llama_cpp="xtc_probability", llama_cpp_off=0.0, vllm="xtc_probability", metavar="P")),
+        impl="xtc:XTC", needs=("generators", "min_keep"), local=True, llama_cpp="xtc"),
     SamplerSpec(
         "mirostat", "mirostat v1 or v2: hold the surprise of each token near a target",
         (_f("mirostat_tau", "mirostat target surprise in bits (e.g. 5)", 0, _INF,
@@ -335,6 +350,7 @@ SAMPLERS: tuple[SamplerSpec, ...] = (
             metavar="BITS"),
          Knob("mirostat", "int", "mirostat version: 1 or 2 (default 2 when tau is set)", 1, 2,
               hint="1 = v1 (m = 100), 2 = v2", default=2, requires="", llama_cpp="mirostat",
+              llama_cpp_off=0,
               wire_off={"mirostat_mode": 0}, metavar="V"),
          _f("mirostat_eta", "mirostat learning rate (default 0.1)", 0, 1, lo_open=True,
             hint="learning rate, typical 0.1", default=0.1, llama_cpp="mirostat_eta",
@@ -344,17 +360,27 @@ SAMPLERS: tuple[SamplerSpec, ...] = (
         "adaptive_p", "adaptive-p (llama.cpp): choose tokens near a target probability",
         (_f("adaptive_target", "adaptive-p: the probability to aim for", 0, 1,
             hint="typical 0.3-0.7", neutral=-1.0, arg="target", llama_cpp="adaptive_target",
+            llama_cpp_off=-1.0,
             metavar="P"),
          _f("adaptive_decay", "adaptive-p: decay of its running average (history ~ 1/(1-D))",
             0, 0.99, hint="default 0.9", default=0.9, neutral=0.9, arg="decay",
             llama_cpp="adaptive_decay", metavar="D")),
         impl="adaptive_p:AdaptiveP", needs=("generators",), stateful=True, ends_chain=True,
-        local=True),
+        local=True, llama_cpp="adaptive_p"),
     # Settings: not stages of the chain.
     SamplerSpec(
         "min_keep", "every truncation sampler keeps at least this many tokens",
         (_i("min_keep", "every truncation sampler keeps at least N tokens (default 1)", 0,
             hint="0 and 1 both keep one token", llama_cpp="min_keep"),),
+        in_order=False),
+    SamplerSpec(
+        "penalty_last_n", "the three penalties look at the last N tokens of the history only "
+        "(llama.cpp's repeat_last_n, KoboldCpp's rep_pen_range, text-generation-webui's "
+        "repetition_penalty_range)",
+        (_i("penalty_last_n", "repetition, frequency and presence penalties count the last N "
+            "tokens (prompt + generated) only; -1 = all, 0 = penalties off", -1,
+            hint="None or -1 = the whole history, llama.cpp's default 64", neutral=-1,
+            llama_cpp="repeat_last_n"),),
         in_order=False),
     SamplerSpec(
         "logprob_token_ids", "report these tokens' log-probabilities at every step (vLLM)",
