@@ -100,3 +100,9 @@ def test_load_model_takes_the_switch(tmp_path: Path) -> None:
     folder = save_tiny(tmp_path / "tiny")
     assert load_model(str(folder)).reproducible is True
     assert load_model(str(folder), reproducible=False).reproducible is False
+
+
+@pytest.mark.skipif(not HAVE_LLAMA, reason="llama-cpp-python is not installed")
+def test_llama_cpp_has_one_layout_and_it_is_batch_invariant(tiny_gguf: Path) -> None:
+    model = load_model(str(tiny_gguf), engine="llama.cpp", reproducible=False)
+    assert model.reproducible is True

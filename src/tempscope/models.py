@@ -165,8 +165,8 @@ def load_model(
         ValueError: an unknown device, dtype or engine, or one the engine cannot use.
     """
     backend = _load(name_or_path, device, dtype, _check_engine(engine))
-    if not reproducible:
-        backend.reproducible = False
+    if isinstance(backend, LoadedModel):  # llama.cpp has one layout, batch-invariant
+        backend.reproducible = reproducible
     return backend
 
 

@@ -108,10 +108,13 @@ class Backend(Protocol):
     engine: EngineName
     cache_path: Path | None  # converted weights a GGUF was read from (torch only)
     max_rows: int | None  # most rows one session decodes; None = no limit
-    # True: a session computes every row exactly as it would alone, so a seeded row's tokens
-    # never depend on the rows beside it (batch invariance). The torch engine can trade it for
-    # speed (False: rows share batched matrix products); llama.cpp always keeps it.
-    reproducible: bool
+
+    @property
+    def reproducible(self) -> bool:
+        """True when a session computes every row exactly as it would alone, so a seeded row's
+        tokens never depend on the rows beside it (batch invariance). The torch engine can
+        trade it for speed (``LoadedModel.reproducible = False``: rows share batched matrix
+        products); llama.cpp always keeps it."""
 
     @property
     def device(self) -> torch.device:

@@ -99,9 +99,6 @@ class LlamaCppModel:
     engine: EngineName = "llama.cpp"
     cache_path: Path | None = None  # nothing is converted
     max_rows: int | None = MAX_ROWS
-    # Always batch-invariant (a KV stream per row); False changes nothing here, as measured: a
-    # stream per row costs the llama.cpp engine no speed (docs/engines.md).
-    reproducible: bool = True
 
     def __init__(self, path: Path, name: str, *, source: str = "gguf",
                  n_threads: int | None = None, gpu: bool = False, kv_unified: bool = False,
@@ -212,6 +209,12 @@ class LlamaCppModel:
         return self._ctx
 
     # ------------------------------------------------------------------------------ facts
+
+    @property
+    def reproducible(self) -> bool:
+        """Batch-invariant unless built for measuring with ``kv_unified`` or flash attention
+        (see the module docstring); there is no faster layout to trade it for."""
+        return not self.kv_unified and not self.flash_attn
 
     @property
     def device(self) -> torch.device:
