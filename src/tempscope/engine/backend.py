@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, runtime_checkable
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     import torch
 
 EngineName = Literal["torch", "llama.cpp"]
+R = TypeVar("R")  # what a position_logits reducer returns per block
 ENGINE_CHOICES: tuple[str, ...] = ("auto", "torch", "llama.cpp")
 
 
@@ -49,6 +50,20 @@ def check_text(text: str, what: str = "the text") -> str:
             "which is not valid Unicode: send UTF-8 text (a surrogate pair must come whole)"
         ) from None
     return text
+
+
+def check_positions(ids: Sequence[int], start: int, chunk: int) -> None:
+    """Raise ``ValueError`` unless ``ids[start:]`` is a non-empty run of tokens that each have
+    a context (``1 <= start < len(ids)``) and ``chunk`` is a whole number >= 1.
+
+    >>> check_positions([5, 6, 7], 1, 64)
+    """
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be a whole number >= 1 (rows of logits per block), "
+                         f"got {chunk!r}")
+    if not 1 <= start < len(ids):
+        raise ValueError(f"start must be from 1 (the first token has no context to predict it) "
+                         f"to len(ids) - 1 = {len(ids) - 1}, got {start}: score a longer text")
 
 
 class Cancelled(Exception):
@@ -169,3 +184,27 @@ class Backend(Protocol):
         which each row will add at most ``budget`` tokens (an engine may size its cache by
         it). ``should_stop`` is asked between prefill chunks; when it says yes the prefill
         stops and :class:`Cancelled` is raised. At most one session is open per model."""
+
+    def position_logits(self, ids: Sequence[int], start: int,
+                        reduce: Callable[[torch.Tensor, torch.Tensor], R], *,
+                        chunk: int = 256) -> list[R]:
+        """Run ``ids`` through the model once and hand the full logits of every scored
+        position to ``reduce``, one block at a time, so that memory holds one block of
+        ``(chunk, V)`` logits however long the text is.
+
+        Args:
+            ids: ``(L,)`` token ids of the whole text (a BOS included where the model wants).
+            start: the first token to predict, ``1 <= start < L``; ``ids[:start]`` is context.
+            reduce: called in order as ``reduce(logits, targets)``: ``targets`` ``(n,)``
+                int64, the next ``n <= chunk`` tokens of ``ids[start:]``; ``logits``
+                ``(n, V)`` float32, row ``i`` the logits that predict ``targets[i]`` (after
+                every token before it). On llama.cpp it runs on the thread that owns the
+                context.
+            chunk: most rows per block.
+
+        Returns:
+            What ``reduce`` returned, one entry per block.
+
+        Example: ``model.position_logits([1, 5, 6, 7], 1, lambda z, y: tuple(z.shape))``
+        gives ``[(3, V)]`` (tokens 5, 6 and 7 predicted, one block).
+        """

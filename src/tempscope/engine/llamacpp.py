@@ -34,7 +34,14 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from tempscope.engine.backend import Cancelled, EngineName, ModelFacts, check_text
+from tempscope.engine.backend import (
+    Cancelled,
+    EngineName,
+    ModelFacts,
+    R,
+    check_positions,
+    check_text,
+)
 from tempscope.errors import EngineError, ModelLoadError
 
 T = TypeVar("T")
@@ -417,6 +424,36 @@ class LlamaCppModel:
             raise ValueError(f"the llama.cpp engine decodes at most {MAX_ROWS} rows at once, "
                              f"got {len(prompts)}")
         return self._call(lambda: LlamaCppSession(self, prompts, budget, should_stop))
+
+    def position_logits(self, ids: Sequence[int], start: int,
+                        reduce: Callable[[torch.Tensor, torch.Tensor], R], *,
+                        chunk: int = 256) -> list[R]:
+        """Every scored position's logits in blocks (see the protocol): the text decoded in
+        the one-off sequence, at most ``min(chunk, N_BATCH)`` tokens per ``llama_decode``,
+        ``reduce`` run on the owner thread after each, the sequence forgotten at the end."""
+        check_positions(ids, start, chunk)
+        toks = [int(i) for i in ids]
+        targets = torch.tensor(toks[start:], dtype=torch.long)
+        step = min(chunk, N_BATCH)
+
+        def run() -> list[R]:
+            ctx = self._context(len(toks)) if not self._session_open else self._ctx
+            out: list[R] = []
+            try:
+                for a in range(0, start - 1, N_BATCH):  # the context: KV cells, no logits
+                    b = min(a + N_BATCH, start - 1)
+                    self._decode(ctx, [(toks[p], p, SCRATCH, False) for p in range(a, b)])
+                for a in range(start - 1, len(toks) - 1, step):
+                    b = min(a + step, len(toks) - 1)
+                    logits = self._decode(ctx, [(toks[p], p, SCRATCH, True)
+                                                for p in range(a, b)])  # (b - a, V)
+                    out.append(reduce(torch.from_numpy(logits),
+                                      targets[a - start + 1: b - start + 1]))
+            finally:
+                self._forget(SCRATCH)
+            return out
+
+        return self._call(run)
 
 
 class LlamaCppSession:

@@ -26,7 +26,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from tempscope.engine.backend import Cancelled, EngineName, ModelFacts, check_text
+from tempscope.engine.backend import (
+    Cancelled,
+    EngineName,
+    ModelFacts,
+    R,
+    check_positions,
+    check_text,
+)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -254,6 +261,39 @@ class LoadedModel:
         if self.reproducible:
             return RowwiseSession(self, prompts, should_stop)
         return TorchSession(self, prompts)
+
+    @torch.inference_mode()
+    def position_logits(self, ids: Sequence[int], start: int,
+                        reduce: Callable[[torch.Tensor, torch.Tensor], R], *,
+                        chunk: int = 256) -> list[R]:
+        """Every scored position's logits in blocks of ``chunk`` rows (see the protocol): the
+        context before ``ids[start - 1]`` in one pass that keeps only its KV cache, then the
+        rest in chunks over the growing ``DynamicCache``, all positions' logits each."""
+        from transformers import DynamicCache
+
+        check_positions(ids, start, chunk)
+        tokens = torch.tensor([list(ids)], dtype=torch.long, device=self.device)  # (1, L)
+        targets = tokens[0, start:].cpu()  # (L - start,)
+        cache = DynamicCache()
+        last = tokens.shape[1] - 1  # the final token predicts nothing
+
+        def forward(a: int, b: int, keep: int) -> torch.Tensor:
+            extra = {"logits_to_keep": keep} if self.supports_logits_to_keep else {}
+            out = self.model(input_ids=tokens[:, a:b],
+                             attention_mask=torch.ones_like(tokens[:, :b]),
+                             position_ids=torch.arange(a, b, device=self.device)[None],
+                             cache=cache, use_cache=True, **extra)
+            logits: torch.Tensor = out.logits[0]  # (b - a or keep, V)
+            return logits
+
+        if start > 1:
+            forward(0, start - 1, 1)  # context only: its KV cells, one row of logits
+        out: list[R] = []
+        for a in range(start - 1, last, chunk):
+            b = min(a + chunk, last)
+            logits = forward(a, b, 0)[-(b - a):].float().cpu()  # (b - a, V); 0 keeps all
+            out.append(reduce(logits, targets[a - start + 1: b - start + 1]))
+        return out
 
 
 class RowwiseSession:
