@@ -422,9 +422,9 @@ def summarize(grid: CalibrationSums, star: CalibrationSums, found: TStarSearch, 
     """A :class:`Calibration` from pass 1's sums at the grid and pass 2's at T*."""
     at_star = report_at(star, 0)
     one = report_at(grid, grid.temperatures.index(1.0))
-    curve = sorted([(t, float(grid.nll[i]) / max(1, grid.positions))
-                    for i, t in enumerate(grid.temperatures)] + [(at_star.temperature,
-                                                                  at_star.nll)])
+    curve = sorted({**{t: float(grid.nll[i]) / max(1, grid.positions)
+                       for i, t in enumerate(grid.temperatures)},
+                    at_star.temperature: at_star.nll}.items())
     beta = 1.0 / at_star.temperature
     newton = beta - at_star.slope / at_star.curvature if at_star.curvature > 0 else beta
     error = abs(1.0 / newton - at_star.temperature) if newton > 0 else math.inf

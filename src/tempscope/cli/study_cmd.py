@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "study", help="reproduce a published result on a model (degeneration: Holtzman et al. "
-        "2020, Table 1, and mirostat's repetition curve)",
+        "2020, Table 1, and mirostat's repetition curve; calibration: temperature scaling, "
+        "Guo et al. 2017)",
         description="Named studies that hold a model's numbers against a paper's.",
     )
     studies = p.add_subparsers(dest="study", metavar="STUDY", required=True)
@@ -59,6 +60,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     add_remote_options(d)
     d.set_defaults(func=run_degeneration_cmd)
+    from tempscope.cli import calibration_cmd
+
+    calibration_cmd.register(studies)
 
 
 def run_degeneration_cmd(args: argparse.Namespace) -> int:

@@ -6,6 +6,8 @@ so that a notebook can do the same. Thin: every number comes from :mod:`tempscop
 - ``POST /v1/lab/step``: the distribution at one step, raw and after the samplers, at several
   temperatures; the step's logits are cached, so redrawing at another T costs no model call.
 - ``POST /v1/lab/tree``: the likeliest continuations to depth d, one batched job per level.
+- ``GET /v1/lab/calibration``: the model's T* on the default text (computed on the first
+  request, then cached for the server's life).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from tempscope.server.distribution_routes import distribution_fields
 from tempscope.server.errors import APIError
 from tempscope.server.lab_schemas import (
     STREAM_EVENTS,
+    CalibrationResponse,
     ContinueRequest,
     ContinueResponse,
     LabColumn,
@@ -255,3 +258,45 @@ async def tree(body: TreeRequest, request: Request) -> TreeResponse:
         truncated=expansion.truncated,
         nodes=[LabTreeNode(**{**dataclasses.asdict(n), "path": list(n.path)})
                for n in expansion.nodes])
+
+
+# ---------------------------------------------------------------------------- /calibration
+
+
+@router.get("/calibration", response_model=CalibrationResponse)
+async def calibration(request: Request) -> CalibrationResponse:
+    """The served model's T* (the temperature that predicts human text best) on the default
+    text, with the NLL and ECE at T = 1 and at T*: a few passages of the calibration study's
+    text (:func:`tempscope.calibration_study.default_text_calibration`), two forward passes
+    each. The first request computes it (seconds on a small model); later ones read the
+    cache."""
+    st = get_state(request)
+    app_state = request.app.state
+    if not hasattr(app_state, "lab_calibration_lock"):
+        app_state.lab_calibration_lock = asyncio.Lock()
+    async with app_state.lab_calibration_lock:
+        found: dict[str, Any] | None = getattr(app_state, "lab_calibration", None)
+        cached = found is not None
+        if found is None:
+            async with st.model_slots:
+                found = await asyncio.to_thread(_default_calibration, st)
+            app_state.lab_calibration = found
+    return CalibrationResponse(**found, cached=cached)
+
+
+def _default_calibration(st: ServerState) -> dict[str, Any]:
+    from tempscope.calibration_report import direction
+    from tempscope.calibration_study import default_text_calibration
+    from tempscope.corpus import CORPUS
+    from tempscope.errors import TempscopeError
+
+    try:
+        cal = default_text_calibration(st.model)
+    except TempscopeError as exc:
+        raise APIError(503, str(exc), type="server_error", code="text_unavailable") from None
+    return {"model": st.name, "text": CORPUS["title"], "texts": cal.texts,
+            "positions": cal.positions, "t_star": cal.t_star, "t_star_error": cal.t_star_error,
+            "at_edge": cal.at_edge, "nll_t1": cal.at_one.nll, "nll_t_star": cal.at_t_star.nll,
+            "ece_t1": cal.at_one.ece, "ece_t_star": cal.at_t_star.ece, "bins": cal.bins,
+            "direction": direction(cal)}
+

@@ -208,3 +208,23 @@ class TreeResponse(BaseModel):
     temperature: float
     nodes: list[LabTreeNode]  # breadth first: parents before children
     truncated: bool  # max_nodes stopped the expansion
+
+
+class CalibrationResponse(BaseModel):
+    """The served model's best temperature on the default text (GET /v1/lab/calibration)."""
+
+    model: str
+    text: str  # what was scored, in words
+    texts: int  # passages
+    positions: int  # scored tokens
+    t_star: float  # argmin over T of the mean NLL of the human text
+    t_star_error: float
+    at_edge: str | None  # "below" / "above" the searched range: T* is at its edge
+    nll_t1: float  # mean NLL at T = 1, nats per token
+    nll_t_star: float
+    ece_t1: float  # expected calibration error of the top-1 prediction
+    ece_t_star: float
+    bins: int
+    direction: str  # "over-confident at T = 1", "under-confident ...", "close to calibrated ..."
+    cached: bool  # computed by an earlier request
+
