@@ -367,3 +367,18 @@ def test_keyboard_only_on_a_phone(open_page: Any, artifacts_dir: Path) -> None:
     assert page.locator("#branches li ul li").count() == 1
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     _shot(page, artifacts_dir / "lab-phone.png")
+
+
+def test_t_star_panel_computes_once_and_sets_the_temperature(open_page: Any) -> None:
+    page, seen = open_page()
+    assert seen.urls.count(page.url.rstrip("/") + "/v1/lab/calibration") == 0  # lazy
+    page.locator("#tstar-box summary").click()
+    page.wait_for_selector("#tstar-use:not([hidden])", timeout=120_000)
+    text = page.inner_text("#tstar-out")
+    assert text.startswith("T* = ") and "at T = 1" in text and "passages" in text
+    page.locator("#tstar-use").click()
+    shown = float(page.input_value("#temp-value"))
+    assert shown == float(text.split()[2].rstrip(":"))  # the slider went to T*
+    page.locator("#tstar-box summary").click()  # closing and opening again: no new request
+    page.locator("#tstar-box summary").click()
+    assert sum(u.endswith("/v1/lab/calibration") for u in seen.urls) == 1

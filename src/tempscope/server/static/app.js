@@ -10,7 +10,7 @@ import {
 } from "./util.js";
 import { activeFields, loadSamplers, onChange, onTemperature, samplerFields } from "./samplers.js";
 import {
-  busy, drawBranches, generate, onRun, redrawStrips, setEos, sideBySide, stop,
+  busy, drawBranches, generate, initCalibration, onRun, redrawStrips, setEos, sideBySide, stop,
 } from "./lab.js";
 import { closeStep, initStep, isOpen, openStep } from "./step.js";
 import { drawLegend, hideTip, repaint, setVocab, showTip } from "./tokens.js";
@@ -251,6 +251,7 @@ async function init() {
     syncTempLabel(); drawChart(); scheduleProcessed();
   });
   onTemperature((t) => { setT(t); drawChart(); });
+  initCalibration((t) => { setT(t); drawChart(); scheduleProcessed(); });
   onChange(() => { drawChart(); scheduleProcessed(300); });
   for (const id of ["top-k", "top-p", "min-p", "compare"]) {
     $(id).addEventListener("input", () => { drawChart(); scheduleProcessed(300); });

@@ -4,7 +4,9 @@
 // The server does the work (POST /v1/lab/continue); this file only keeps the tree and draws it.
 "use strict";
 
-import { $, el, fmtT, num, parseTemps, postStream, roundT, setStatus, visible } from "./util.js";
+import {
+  $, el, fmtT, getJSON, num, parseTemps, postStream, roundT, setStatus, visible,
+} from "./util.js";
 import { markInvalid, samplerFields } from "./samplers.js";
 import { appendStrip, drawStrip, hideTip, shown, tokenSpan } from "./tokens.js";
 
@@ -290,3 +292,26 @@ function drawCompare() {
     box.appendChild(pane);
   }
 }
+
+// ---- the model's T* on the default text (GET /v1/lab/calibration, computed once per server) ---
+export function initCalibration(useT) {
+  let tStar = null;
+  $("tstar-box").addEventListener("toggle", async () => {
+    if (!$("tstar-box").open || tStar !== null) return;
+    $("tstar-out").textContent = "scoring a few passages of human text…";
+    try {
+      const c = await getJSON("/v1/lab/calibration");
+      tStar = roundT(c.t_star);
+      const edge = c.at_edge ? ` (at the edge of the range searched: T* is ${c.at_edge} it)` : "";
+      $("tstar-out").textContent = `T* = ${fmtT(c.t_star)}${edge}: ${c.direction}. ` +
+        `NLL ${c.nll_t1.toFixed(3)} nats/token at T = 1, ${c.nll_t_star.toFixed(3)} at T*; ` +
+        `ECE ${c.ece_t1.toFixed(3)} → ${c.ece_t_star.toFixed(3)} (${c.positions} tokens of ` +
+        `${c.texts} passages).`;
+      $("tstar-use").hidden = false;
+    } catch (err) {
+      $("tstar-out").textContent = "could not compute T*: " + err.message;
+    }
+  });
+  $("tstar-use").addEventListener("click", () => { if (tStar !== null) useT(tStar); });
+}
+
