@@ -26,6 +26,7 @@ from tempscope.sampling.params import DEFAULT_ORDER, SamplingParams
 from tempscope.table import TokenDistribution, temperature_table
 
 if TYPE_CHECKING:
+    from tempscope.calibration import Calibration, calibrate
     from tempscope.generation import (
         Alternative,
         RowResult,
@@ -56,6 +57,7 @@ __version__ = "0.1.0"
 _LAZY: dict[str, str] = {
     "Alternative": "generation",
     "BatchSampler": "sampling.batch",
+    "Calibration": "calibration",
     "LoadedModel": "models",
     "ModelFacts": "models",
     "NextTokenResult": "nexttoken",
@@ -73,6 +75,7 @@ _LAZY: dict[str, str] = {
     "TokenRow": "nexttoken",
     "bootstrap_ci": "metrics",
     "builtin_prompts": "study",
+    "calibrate": "calibration",
     "default_device": "models",
     "derive_seed": "generation",
     "generate": "generation",
@@ -99,6 +102,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "Alternative",
     "BatchSampler",
+    "Calibration",
     "DEFAULT_ORDER",
     "LoadedModel",
     "ModelFacts",
@@ -120,6 +124,7 @@ __all__ = [
     "__version__",
     "bootstrap_ci",
     "builtin_prompts",
+    "calibrate",
     "check_temperature",
     "default_device",
     "derive_seed",

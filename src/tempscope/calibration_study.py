@@ -65,7 +65,7 @@ __all__ = [
 FORMAT = "tempscope-calibration/1"
 TEXTS_FILE, SCORES_FILE, TIMING_FILE, SAMPLES_DIR = ("texts.json", "scores.jsonl",
                                                      "timing.json", "samples")
-SAMPLE_TEMPERATURES = (0.6, 0.8, 1.0, 1.2, 1.4, 1.7)
+SAMPLE_TEMPERATURES = (0.6, 0.8, 1.0, 1.2, 1.5)
 EOS_BIAS = -100.0  # as in the degeneration study: every sample has the full length
 
 
@@ -127,10 +127,10 @@ def run_calibration(
     model: Backend | str | None,
     *,
     out: str | os.PathLike[str],
-    prompts: int = 40,
+    prompts: int = 24,
     max_tokens: int = 128,
     prompt_tokens: int = 35,
-    sample_tokens: int = 64,
+    sample_tokens: int = 48,
     sample_temperatures: Sequence[float] = SAMPLE_TEMPERATURES,
     seed: int = 0,
     texts: Sequence[str] | None = None,

@@ -38,15 +38,15 @@ def register(studies: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     c.add_argument("--text", nargs="+", metavar="FILE", default=None,
                    help="UTF-8 prose files to use instead of the Britannica passages (cut into "
                    "passages of whole sentences)")
-    c.add_argument("--prompts", type=int, default=40, metavar="N",
-                   help="passages scored and sampled from (default 40)")
+    c.add_argument("--prompts", type=int, default=24, metavar="N",
+                   help="passages scored and sampled from (default 24)")
     c.add_argument("--max-tokens", type=int, default=128, metavar="L",
                    help="human tokens scored per passage (default 128)")
     c.add_argument("--prompt-tokens", type=int, default=35, metavar="K",
                    help="context before the scored tokens: the passage's first whole words "
                    "within K tokens (default 35)")
-    c.add_argument("--sample-tokens", type=int, default=64, metavar="S",
-                   help="tokens sampled per prompt and temperature, at most L (default 64)")
+    c.add_argument("--sample-tokens", type=int, default=48, metavar="S",
+                   help="tokens sampled per prompt and temperature, at most L (default 48)")
     c.add_argument("--sample-temperatures", nargs="+", metavar="T", default=None,
                    help="sampling temperatures (default "
                    f"{' '.join(str(t) for t in SAMPLE_TEMPERATURES)})")
