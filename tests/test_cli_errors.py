@@ -139,6 +139,13 @@ CASES: list[tuple[list[str], int, str]] = [
     (["next", "hi", "-m", "{missing}", "--top-p", "1.5"], 2, "top_p must be in (0, 1]"),
     (["next", "hi", "-m", "{model}", "--device", "tpu"], 2, "unknown device 'tpu'"),
     (["info", "-m", "{missing}"], 2, "not found"),
+    # The calibration study: settings and text files checked before any model loads.
+    (["study", "calibration", "--prompts", "0", "--out", "{files}/c"], 2,
+     "--prompts must be a whole number from 1"),
+    (["study", "calibration", "--text", "{files}/prompts.bin", "--out", "{files}/c"], 2,
+     "--text '{files}/prompts.bin' is not UTF-8 text"),
+    (["study", "calibration", "-m", "{missing}", "--prompts", "2", "--out", "{files}/c"], 2,
+     "not found"),
 ]
 
 

@@ -225,7 +225,8 @@ def score_text(model: Backend, ids: Sequence[int], start: int, temperatures: Seq
     """One forward pass over ``ids``: the sums of the tokens ``ids[start:]`` at
     ``temperatures``, and each token's NLL at ``T = 1`` in nats (``(L - start,)``).
 
-    >>> # score_text(model, model.encode("The cat sat."), 1, [0.5, 1.0, 2.0])
+    Example: ``sums, nll = score_text(model, model.encode("The cat sat."), 1, [0.5, 1, 2])``;
+    ``sums.nll[1] / sums.positions == sum(nll) / len(nll)`` (T = 1).
     """
     import torch
 

@@ -88,6 +88,9 @@ def plot_calibration(study: CalibrationStudy, path: Path) -> Path:
         ax.axvline(study.t_match, color="#2a9d8f", ls="--",
                    label=f"samples match the text: T = {study.t_match:.2f}")
     ax.set_xscale("log")
+    ticks = [0.35, 0.5, 0.7, 1.0, 1.4, 2.0, 2.8]
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.minorticks_off()
     ax.set(xlabel="temperature T (log scale)", ylabel="mean NLL, nats per token",
            title="Which T predicts the human text best")
     ax.legend(fontsize=8)

@@ -97,7 +97,7 @@ def file_passages(paths: Sequence[str | os.PathLike[str]], min_words: int) -> li
 
 
 def check_calibration_study(prompts: int, max_tokens: int, prompt_tokens: int,
-                            sample_tokens: int, texts: Sequence[str] | None = None,
+                            sample_tokens: int, text_files: Sequence[str] | None = None,
                             sample_temperatures: Sequence[float] = SAMPLE_TEMPERATURES
                             ) -> list[str]:
     """Check the settings and the text before any model loads; returns the candidate
@@ -115,7 +115,7 @@ def check_calibration_study(prompts: int, max_tokens: int, prompt_tokens: int,
                          f"({max_tokens}): samples are held against that many human tokens")
     check_temperatures(sample_temperatures)
     words = prompt_tokens + max_tokens
-    found = file_passages(texts, words) if texts else passages(words)
+    found = file_passages(text_files, words) if text_files else passages(words)
     if len(found) < prompts:
         raise TempscopeError(
             f"the text gives {len(found)} passages of at least {words} words, fewer than the "
@@ -133,7 +133,7 @@ def run_calibration(
     sample_tokens: int = 48,
     sample_temperatures: Sequence[float] = SAMPLE_TEMPERATURES,
     seed: int = 0,
-    texts: Sequence[str] | None = None,
+    text_files: Sequence[str] | None = None,
     bins: int = BINS,
     batch_rows: int = 64,
     progress: Callable[[str, int, int], None] | None = None,
@@ -150,7 +150,8 @@ def run_calibration(
         sample_tokens: tokens sampled per prompt and sampling temperature.
         sample_temperatures: the temperatures sampled (one seeded sample per prompt each).
         seed: base seed of the samples.
-        texts: prose files to take the passages from (default: the Britannica passages).
+        text_files: prose files to take the passages from (default: the Britannica
+            passages).
         bins: confidence bins of ECE and the reliability diagrams.
         batch_rows: sampled rows decoded together.
         progress: called as ``progress(stage, done, total)``; stages ``grid``, ``T*``,
@@ -161,16 +162,16 @@ def run_calibration(
     from tempscope.sampling import SamplingParams
     from tempscope.study import sweep
 
-    found = check_calibration_study(prompts, max_tokens, prompt_tokens, sample_tokens, texts,
-                                    sample_temperatures)
+    found = check_calibration_study(prompts, max_tokens, prompt_tokens, sample_tokens,
+                                    text_files, sample_temperatures)
     lm = model if model is not None and not isinstance(model, str) else load_model(model)
     root = Path(out)
     started = time.monotonic()
     refs = human_references(lm, found, prompts, prompt_tokens=prompt_tokens,
                             continuation_tokens=max_tokens)
-    source: Any = CORPUS if not texts else [
+    source: Any = CORPUS if not text_files else [
         {"path": str(p), "sha256": hashlib.sha256(Path(p).read_bytes()).hexdigest()}
-        for p in texts]
+        for p in text_files]
     settings = {"format": FORMAT, "model": lm.name, "engine": lm.engine, "prompts": prompts,
                 "prompt_tokens": prompt_tokens, "max_tokens": max_tokens,
                 "sample_tokens": sample_tokens, "sample_temperatures": list(sample_temperatures),

@@ -92,7 +92,7 @@ def run_calibration_cmd(args: argparse.Namespace) -> int:
     check_context(model, args.prompt_tokens + 1, args.max_tokens)  # + a BOS token
     run_calibration(model, out=args.out, prompts=args.prompts, max_tokens=args.max_tokens,
                     prompt_tokens=args.prompt_tokens, sample_tokens=args.sample_tokens,
-                    sample_temperatures=temps, seed=args.seed, texts=args.text,
+                    sample_temperatures=temps, seed=args.seed, text_files=args.text,
                     bins=args.bins, batch_rows=args.batch_rows, progress=_Progress())
     from tempscope.calibration_report import write_calibration_report
 
