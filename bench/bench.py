@@ -556,9 +556,11 @@ def study(out: Path, engine: str = "torch", prompts: int = 100,
             "checks": [check("20 minutes", wall / 1200, "<= 20 min", wall <= 1200)]}
 
 
-def calibration_study(out: Path, engine: str = "torch") -> dict[str, Any]:
+def calibration_study(out: Path, engine: str | None = None) -> dict[str, Any]:
     """S2: `tempscope study calibration` at its default (committed) size in a fresh process,
-    wall time from start to report (model load, two scoring passes, samples, figure)."""
+    wall time from start to report (model load, two scoring passes, samples, figure); on
+    llama.cpp (what `auto` picks for the embedded model) when it is installed."""
+    engine = engine or ("llama.cpp" if llama_available() else "torch")
     import shutil
 
     from tempscope.calibration_study import SAMPLE_TEMPERATURES

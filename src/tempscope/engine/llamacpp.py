@@ -383,17 +383,20 @@ class LlamaCppModel:
     def _forget(self, seq: int) -> None:
         self._lib.llama_memory_seq_rm(self._ctx.memory, seq, -1, -1)
 
+    def _scratch_context(self, tokens: int) -> Any:
+        """The context with room for ``tokens`` in the one-off sequence; owner thread only."""
+        if not self._session_open:
+            return self._context(1, tokens)
+        if tokens > self._shape[1]:
+            raise EngineError(
+                f"{tokens} tokens do not fit beside the decoding session running now (at "
+                f"most {self._shape[1]} per sequence): retry when it has finished")
+        return self._ctx
+
     def _scratch_logits(self, ids: list[int], first: int) -> np.ndarray:
         """Logits ``(len(ids) - first, V)`` after each of ``ids[first:]``, decoded in the
         one-off sequence and forgotten again; owner thread only."""
-        if not self._session_open:
-            ctx = self._context(1, len(ids))
-        elif len(ids) > self._shape[1]:
-            raise EngineError(
-                f"{len(ids)} tokens do not fit beside the decoding session running now (at "
-                f"most {self._shape[1]} per sequence): retry when it has finished")
-        else:
-            ctx = self._ctx
+        ctx = self._scratch_context(len(ids))
         try:
             return self._decode(ctx, [(t, p, SCRATCH, p >= first) for p, t in enumerate(ids)])
         finally:
@@ -437,7 +440,7 @@ class LlamaCppModel:
         step = min(chunk, N_BATCH)
 
         def run() -> list[R]:
-            ctx = self._context(len(toks)) if not self._session_open else self._ctx
+            ctx = self._scratch_context(len(toks))
             out: list[R] = []
             try:
                 for a in range(0, start - 1, N_BATCH):  # the context: KV cells, no logits
