@@ -60,18 +60,19 @@ def test_generate_alone_equals_its_row_in_a_bigger_batch(engine: str) -> None:
 @pytest.mark.parametrize("engine", ENGINES)
 def test_two_and_four_prompt_sweeps_and_a_resume_agree(models: dict[str, Backend],
                                                       engine: str, tmp_path: Path) -> None:
-    """The 24 samples of a 2-prompt sweep equal the same samples of a 4-prompt sweep; that
+    """The samples of a 2-prompt sweep equal the same samples of a 4-prompt sweep; that
     sweep cut at a random record (a kill in the middle of a write) and resumed equals itself
     uninterrupted, though the resumed batch holds other rows than the first run's."""
     model = models[engine]
     prompts = builtin_prompts()[:4]
-    args: dict[str, Any] = {"n": 4, "max_new_tokens": TOKENS[engine] * 2 // 3, "seed": 0}
+    n = 4 if engine == "llama.cpp" else 2  # torch: a forward pass per row, CI's budget
+    args: dict[str, Any] = {"n": n, "max_new_tokens": TOKENS[engine] * 2 // 3, "seed": 0}
     temps = [0.5, 1.0, 1.5]
     two, four = tmp_path / "two", tmp_path / "four"
     sweep(model, prompts[:2], temps, out=two, **args)
     sweep(model, prompts, temps, out=four, **args)
     small, big = by_key(two), by_key(four)
-    assert len(small) == 24 and len(big) == 48
+    assert len(small) == 2 * 3 * n and len(big) == 4 * 3 * n
     for key, record in small.items():
         assert big[key]["token_ids"] == record["token_ids"], key
     assert json.loads((four / "manifest.json").read_text())["reproducible"] is True

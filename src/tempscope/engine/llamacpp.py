@@ -6,8 +6,8 @@ llama-cpp-python's low-level API, behind :class:`~tempscope.engine.backend.Backe
   decodes beside it, so its logits are bit-identical alone and in any batch (batch
   invariance; docs/engines.md has the measurements). All rows decode in ONE ``llama_decode``
   per step.
-- Flash attention is off: its CPU kernel takes a split-KV path for a lone sequence with a
-  long context, which sums in another order than the same row beside others.
+- Flash attention is off: with it, a lone sequence with a long context came out differently
+  from the same row beside others (measured; docs/engines.md).
 - Each distinct prompt is prefilled on its own, in chunks of :data:`N_BATCH` counted from its
   first token, so a prompt's prefill never depends on the other prompts; rows sharing a prompt
   get a copy of its stream (``llama_memory_seq_cp``), bit for bit.
