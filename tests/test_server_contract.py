@@ -40,6 +40,7 @@ OPERATIONS = [
     ("GET", "/v1/info"),
     ("GET", "/v1/samplers"),
     ("GET", "/health"),
+    ("GET", "/v1/lab/calibration"),
 ]
 # Every operation with bodies the spec allows; those that take a body with ones it forbids too.
 RUNS = [(m, p, GenerationMode.POSITIVE) for m, p in OPERATIONS] + [

@@ -234,7 +234,7 @@ def test_sampler_extras_through_the_openai_client(server: LiveServer,
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("engine", "couch"), [("torch", 0.453), ("llama.cpp", 0.513)])
+@pytest.mark.parametrize(("engine", "couch"), [("torch", 0.453), ("llama.cpp", 0.530)])
 def test_embedded_model_serves_chat_and_distribution(tmp_path: Path, engine: str,
                                                       couch: float) -> None:
     """`tempscope serve` with no -m: the embedded SmolLM2 behind the openai client, on each

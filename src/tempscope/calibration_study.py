@@ -31,7 +31,6 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +45,7 @@ from tempscope.calibration import (
     score_text,
     summarize,
 )
+from tempscope.degeneration import log_time, read_json
 from tempscope.errors import TempscopeError
 
 if TYPE_CHECKING:
@@ -211,7 +211,7 @@ def run_calibration(
     sweep(lm, [r.prompt for r in refs], list(sample_temperatures), configs={"pure": params},
           n=1, max_new_tokens=sample_tokens, seed=seed, out=root / SAMPLES_DIR,
           batch_rows=batch_rows, progress=on_sample)
-    _log_time(root, time.monotonic() - started, lm.engine)
+    log_time(root, time.monotonic() - started, engine=lm.engine)
     return root
 
 
@@ -221,7 +221,7 @@ def run_calibration(
 def _write_texts(root: Path, settings: dict[str, Any], items: list[dict[str, Any]]) -> None:
     path = root / TEXTS_FILE
     if path.exists():
-        old = _read_json(path).get("settings", {})
+        old = read_json(path).get("settings", {})
         differ = [k for k in settings if old.get(k) != json.loads(json.dumps(settings[k]))]
         if differ:
             detail = "; ".join(f"{k}: was {old.get(k)!r}, now {settings[k]!r}" for k in differ)
@@ -270,25 +270,6 @@ def _append(path: Path, record: dict[str, Any]) -> None:
         f.write(json.dumps(record) + "\n")
         f.flush()
         os.fsync(f.fileno())
-
-
-def _log_time(root: Path, seconds: float, engine: str) -> None:
-    path = root / TIMING_FILE
-    runs = _read_json(path).get("runs", []) if path.exists() else []
-    runs.append({"finished": datetime.now(UTC).isoformat(timespec="seconds"),
-                 "seconds": round(seconds, 1), "engine": engine})
-    path.write_text(json.dumps({"runs": runs}, indent=2) + "\n", encoding="utf-8")
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TempscopeError(f"cannot read {path} ({exc}): delete the study directory and run "
-                             "it again") from None
-    if not isinstance(data, dict):
-        raise TempscopeError(f"{path} is damaged: delete the study directory and run it again")
-    return data
 
 
 # --------------------------------------------------------------------------------- results
@@ -347,7 +328,7 @@ def load_calibration(out: str | os.PathLike[str]) -> CalibrationStudy:
     if not (root / TEXTS_FILE).exists():
         raise TempscopeError(f"{root} is not a calibration study (no {TEXTS_FILE}): run "
                              "`tempscope study calibration --out DIR` first")
-    data = _read_json(root / TEXTS_FILE)
+    data = read_json(root / TEXTS_FILE)
     settings: dict[str, Any] = dict(data["settings"])
     n = len(data["texts"])
     grid, star, nll = _read_scores(root)
@@ -372,7 +353,7 @@ def load_calibration(out: str | os.PathLike[str]) -> CalibrationStudy:
         sets.append(SampleSet(t, len(mine_r), len(lps),
                               -sum(lps) / len(lps) if lps else math.nan))
     t_match, note = match_temperature(sets, human)
-    timing = _read_json(root / TIMING_FILE)["runs"] if (root / TIMING_FILE).exists() else []
+    timing = read_json(root / TIMING_FILE)["runs"] if (root / TIMING_FILE).exists() else []
     return CalibrationStudy(settings, calibration, human, sets, t_match, note, timing)
 
 

@@ -205,7 +205,8 @@ def run_degeneration(
               max_new_tokens=max_new_tokens, seed=seed, out=sweep_dir(root, d.name),
               batch_rows=batch_rows, progress=on_progress)
         tokens += seen[0]
-    _log_time(root, time.monotonic() - start, tokens, lm)
+    log_time(root, time.monotonic() - start, tokens_generated=tokens,
+             engine="remote" if lm is None else lm.engine)
     return root
 
 
@@ -221,7 +222,7 @@ def _human(root: Path, settings: dict[str, Any], refs: Sequence[Any],
 
     path = root / HUMAN_FILE
     if path.exists():
-        old = _read_json(path)
+        old = read_json(path)
         differ = [k for k in settings if old.get("settings", {}).get(k) != settings[k]]
         if differ:
             detail = "; ".join(f"{k}: was {old.get('settings', {}).get(k)!r}, now "
@@ -246,16 +247,17 @@ def _human(root: Path, settings: dict[str, Any], refs: Sequence[Any],
     os.replace(tmp, path)
 
 
-def _log_time(root: Path, seconds: float, tokens: int, lm: Backend | None) -> None:
+def log_time(root: Path, seconds: float, **info: Any) -> None:
+    """Append one run's wall time (and ``info``, e.g. the engine) to a study's timing file."""
     path = root / TIMING_FILE
-    runs = _read_json(path).get("runs", []) if path.exists() else []
+    runs = read_json(path).get("runs", []) if path.exists() else []
     runs.append({"finished": datetime.now(UTC).isoformat(timespec="seconds"),
-                 "seconds": round(seconds, 1), "tokens_generated": tokens,
-                 "engine": "remote" if lm is None else lm.engine})
+                 "seconds": round(seconds, 1), **info})
     path.write_text(json.dumps({"runs": runs}, indent=2) + "\n", encoding="utf-8")
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
+    """A study file's JSON object, or a :class:`TempscopeError` that says to start over."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -326,7 +328,7 @@ def load_study(out: str | os.PathLike[str]) -> tuple[dict[str, Any], list[SetMet
     if not (root / HUMAN_FILE).exists():
         raise TempscopeError(f"{root} is not a degeneration study (no {HUMAN_FILE}): run "
                              "`tempscope study degeneration --out DIR` first")
-    human = _read_json(root / HUMAN_FILE)
+    human = read_json(root / HUMAN_FILE)
     settings: dict[str, Any] = dict(human["settings"])
     budget = int(settings["max_new_tokens"])
     refs = human["passages"]
@@ -350,7 +352,7 @@ def load_study(out: str | os.PathLike[str]) -> tuple[dict[str, Any], list[SetMet
             [(sum(r["steps"]["raw_logprob"]), len(r["steps"]["raw_logprob"])) for r in mine],
             budget=budget, paper=d.paper,
             refused=list((manifest.get("remote") or {}).get("ignored", []))))
-    timing = _read_json(root / TIMING_FILE) if (root / TIMING_FILE).exists() else {"runs": []}
+    timing = read_json(root / TIMING_FILE) if (root / TIMING_FILE).exists() else {"runs": []}
     settings["timing"] = timing["runs"]
     settings["corpus"] = human.get("corpus", {})
     return settings, rows
