@@ -18,6 +18,7 @@ import openai
 import pytest
 from fastapi.testclient import TestClient
 
+from tempscope.generation import Decoder
 from tempscope.models import load_model
 from tempscope.server import create_app
 from tests.server_helpers import LiveServer, live_server
@@ -410,10 +411,11 @@ def test_a_stream_whose_engine_fails_at_once_is_refused_not_started(
     status, not a 200 whose first event is an error."""
     app = create_app(load_model(str(tiny_model_dir)))
 
-    def broken(*args: Any, **kwargs: Any) -> Any:
-        raise error
+    class Broken(Decoder):
+        def step(self) -> list[Any]:
+            raise error
 
-    app.state.tempscope.batcher._generate = broken
+    app.state.tempscope.batcher._make_decoder = Broken
     with TestClient(app) as c:
         for path, body in ((C, comp(stream=True)), (CH, chat(stream=True))):
             r = c.post(path, json=body)

@@ -3,7 +3,6 @@ defaults, auth before parsing, a spec that lists every status, cost limits, slow
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 import time
@@ -20,7 +19,6 @@ from tempscope.generation import RowSpec, generate_rows
 from tempscope.models import load_model
 from tempscope.sampling import SamplingParams
 from tempscope.server import ServerLimits, create_app
-from tempscope.server.batcher import Batcher
 from tests.server_helpers import live_server
 
 JSON = {"Content-Type": "application/json"}
@@ -136,29 +134,6 @@ def test_one_request_cannot_send_unbounded_prompt_tokens(tiny: Backend) -> None:
                                         "prompt": ["a" * 90, "b" * 90], "max_tokens": 1})
         assert r.status_code == 400
         assert r.json()["error"]["code"] == "context_length_exceeded"
-
-
-def test_the_batcher_caps_the_prompt_tokens_of_one_engine_call(tiny: Backend) -> None:
-    calls: list[int] = []
-
-    def engine(model: Any, rows: list[RowSpec], **kwargs: Any) -> list[Any]:
-        calls.append(sum(len(r.prompt_ids) for r in rows))
-        return generate_rows(model, rows, **kwargs)
-
-    async def run() -> None:
-        batcher = Batcher(tiny, window_s=0.05, max_prompt_tokens=100, generate_rows=engine)
-        params = SamplingParams(temperature=0)
-        jobs = [batcher.submit([RowSpec(prompt_ids=[65] * 60, params=params, max_new_tokens=1)])
-                for _ in range(3)]
-        for job in jobs:
-            while True:
-                item = await job.queue.get()
-                if not isinstance(item, tuple):
-                    break
-        await batcher.stop()
-
-    asyncio.run(run())
-    assert calls == [60, 60, 60]  # 120 > 100: no two long prefills share an engine call
 
 
 def test_a_stalled_body_gets_a_408(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ budget or the model's context length (``length``); ``is_cancelled(row)`` ends a 
 
 from __future__ import annotations
 
+import collections
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,14 +32,19 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import torch
 
+from tempscope.engine.backend import Cancelled
+
 if TYPE_CHECKING:
-    from tempscope.engine.backend import Backend
+    from tempscope.engine.backend import Backend, Prefill, Session
     from tempscope.sampling import BatchSampler, SamplingParams
+
+PREFILL_TOKENS = 512  # prompt tokens prefilled per step while other rows decode
 
 FinishReason = Literal["stop", "eos", "length", "cancelled"]
 
 __all__ = [
     "Alternative",
+    "Decoder",
     "FinishReason",
     "RowResult",
     "RowSpec",
@@ -286,7 +292,8 @@ def generate_rows(
     top_alternatives: int = 5,
 ) -> list[RowResult]:
     """Decode all ``rows`` together, one model call per step; the low-level loop. An engine
-    with a row limit (:attr:`Backend.max_rows`) gets the rows in groups of that many.
+    with a row limit (:attr:`Backend.max_rows`) runs that many at once, and as a row ends the
+    next one waiting takes its place (continuous batching: the batch stays full).
 
     Args:
         model: a loaded causal LM (:func:`tempscope.load_model`).
@@ -299,70 +306,350 @@ def generate_rows(
     Returns:
         One :class:`RowResult` per row, in the order given.
     """
-    if top_alternatives < 0:
-        raise ValueError(f"top_alternatives must be >= 0, got {top_alternatives}")
-    eos = set(model.eos_token_ids)
-    context = model.facts.context_length
-    states = [_Row(i, r, model, eos, context - len(r.prompt_ids)) for i, r in enumerate(rows)]
-    active = [s for s in states if s.finish is None]
-    limit = model.max_rows or max(1, len(active))
-    for start in range(0, len(active), limit):
-        _decode(model, active[start:start + limit], top_alternatives, on_step, is_cancelled)
+    decoder = Decoder(model, top_alternatives=top_alternatives, on_step=on_step,
+                      is_cancelled=is_cancelled, rows=len(rows),
+                      tokens=max((len(r.prompt_ids) + r.max_new_tokens for r in rows),
+                                 default=1))
+    states = decoder.check(rows, range(len(rows)))
+    limit = model.max_rows or max(1, len(rows))
+    waiting = [s for s in states if s.finish is None]
+    # The first batch starts together; then each row that ends lets the next one in.
+    first, rest = waiting[:limit], waiting[limit:]
+    try:
+        if first:
+            decoder.admit(first)
+        while decoder.busy:
+            decoder.step()
+            while rest and decoder.room() > 0:
+                take = rest[:decoder.room()]
+                rest = rest[len(take):]
+                decoder.admit(take)
+    finally:
+        decoder.close()
     return [s.result() for s in states]
 
 
-def _decode(model: Backend, active: list[_Row], top_alternatives: int,
-            on_step: Callable[[StepEvent], None] | None,
-            is_cancelled: Callable[[int], bool] | None) -> None:
-    """Run ``active`` rows to their end in one decoding session."""
-    from tempscope.engine.backend import Cancelled
-    from tempscope.sampling import BatchSampler
+class Decoder:
+    """One running decoding session that rows join and leave at any step: the generation
+    loop under :func:`generate_rows`, the server's scheduler and the sweeps.
 
-    sampler = BatchSampler(
-        [s.spec.params for s in active], vocab_size=model.vocab_size, device=model.device,
-        seeds=[s.spec.seed if s.spec.seed is not None else s.spec.params.seed for s in active],
-        prompt_ids=[s.spec.prompt_ids for s in active], vocab=BackendVocab(model),
-    )
+    Each :meth:`step` does, in order: every live row chooses a token from its logits (step
+    events, stop rules, cancellation); the rows that ended leave the session; one backend
+    call decodes the others' tokens; then rows waiting to join are prefilled, one chunk
+    (:data:`PREFILL_TOKENS` at most) per step while other rows are running, so a long prompt
+    never stalls the rows already streaming. A prompt's rows join when all of it is in, and
+    choose their first token at the next step. Rows admitted together share one sampler
+    chain (:class:`~tempscope.sampling.BatchSampler`); chains without per-row state merge
+    into one as groups join, so a step costs one chain pass, not one per request.
 
-    def nobody_waits() -> bool:  # every row's caller has gone: stop the prefill
-        return is_cancelled is not None and all(is_cancelled(s.index) for s in active)
+    Args:
+        model: the loaded model.
+        top_alternatives: candidate tokens listed per step event.
+        on_step: called with every step event (``event.row`` is the index given to
+            :meth:`admit`).
+        is_cancelled: asked every step for every row, live or waiting.
+        rows: rows the session should make room for (an engine may size its cache by it).
+        tokens: prompt plus generated tokens one row should have room for.
+    """
 
-    try:
-        session = model.open_session([s.spec.prompt_ids for s in active],
-                                     budget=max(s.budget for s in active),
-                                     should_stop=nobody_waits)
-    except Cancelled:
-        for s in active:
-            s.finish = "cancelled"
-        return
-    try:
-        logits = session.logits  # (B, V)
-        step = 0
-        while active:
-            step += 1
-            tokens = _step(model, sampler, logits, active, step, top_alternatives, on_step)
-            if is_cancelled is not None:
-                for s in active:
-                    if s.finish is None and is_cancelled(s.index):
-                        s.finish = "cancelled"
-            keep = [i for i, s in enumerate(active) if s.finish is None]
-            if not keep:
+    def __init__(self, model: Backend, *, top_alternatives: int = 5,
+                 on_step: Callable[[StepEvent], None] | None = None,
+                 is_cancelled: Callable[[int], bool] | None = None,
+                 rows: int | None = None, tokens: int | None = None) -> None:
+        if top_alternatives < 0:
+            raise ValueError(f"top_alternatives must be >= 0, got {top_alternatives}")
+        self.model = model
+        self.top_alternatives = top_alternatives
+        self.on_step = on_step
+        self.is_cancelled = is_cancelled
+        self.eos = set(model.eos_token_ids)
+        self.context = model.facts.context_length
+        limit = model.max_rows
+        self._rows = min(rows or limit or 64, limit or (rows or 64))
+        self._tokens = tokens or 1
+        self._session: Session | None = None
+        self._cohorts: list[_Cohort] = []  # live rows, in the session's order
+        self._joining: collections.deque[_Joining] = collections.deque()  # arrival order
+        self._done: list[_Row] = []  # ended before decoding (a zero budget, cancelled waiting)
+        self.steps = 0  # calls to step()
+        self.decode_steps = 0  # backend calls that decoded a token for every live row
+        self.prefill_chunks = 0
+
+    # ----------------------------------------------------------------------- admission
+
+    def check(self, specs: Sequence[RowSpec], indices: Sequence[int]) -> list[_Row]:
+        """Validate rows (raises ``ValueError`` naming the bad one); their states."""
+        return [_Row(i, spec, self.model, self.eos, self.context - len(spec.prompt_ids))
+                for i, spec in zip(indices, specs, strict=True)]
+
+    @property
+    def busy(self) -> bool:
+        """Rows are live or waiting to join."""
+        return bool(self._cohorts or self._joining or self._done)
+
+    @property
+    def live(self) -> int:
+        return sum(len(c.rows) for c in self._cohorts)
+
+    def reserved(self) -> int:
+        """Rows live or waiting to join."""
+        return self.live + sum(len(j.rows) for j in self._joining)
+
+    def room(self) -> int:
+        """How many more rows may join now."""
+        session = self._session
+        rows = self._rows
+        if session is not None:
+            cap = session.capacity[0]
+            rows = min(rows, cap) if cap is not None else rows
+            if not session.can_join and self._cohorts:
+                return 0
+        return max(0, rows - self.reserved())
+
+    def fits(self, rows: Sequence[_Row]) -> bool:
+        """True when these rows may join the running session now (rows and KV room)."""
+        if len(rows) > self.room():
+            return False
+        session = self._session
+        if session is None or not (self._cohorts or self._joining):
+            return True  # a new session is sized for them
+        need = max(len(r.spec.prompt_ids) + r.budget + 1 for r in rows)
+        return session.can_join and need <= session.capacity[1]
+
+    def admit(self, rows: Sequence[_Row], *, top_alternatives: int | None = None) -> None:
+        """Queue rows (from :meth:`check`) to join: prefilled from the next step on, in
+        arrival order; they share one sampler chain and list ``top_alternatives`` candidates
+        per step event (default: the decoder's). Rows already ended are returned by the next
+        :meth:`step`."""
+        ready = [r for r in rows if r.finish is None]
+        self._done += [r for r in rows if r.finish is not None]
+        if ready:
+            k = self.top_alternatives if top_alternatives is None else top_alternatives
+            self._joining.append(_Joining(ready, k))
+
+    # --------------------------------------------------------------------------- steps
+
+    def step(self) -> list[_Row]:
+        """One step (see the class docstring); returns the rows that ended in it."""
+        ended, self._done = self._done, []
+        if self._cohorts:
+            ended += self._decode()
+        ended += self._prefill()
+        self.steps += 1
+        return ended
+
+    def _decode(self) -> list[_Row]:
+        """Live rows choose their tokens; the rows that ended leave; the others decode."""
+        session = self._session
+        assert session is not None
+        logits = session.logits  # (b, V)
+        chosen: list[torch.Tensor] = []
+        start = 0
+        for cohort in self._cohorts:
+            n = len(cohort.rows)
+            chosen.append(_step(self.model, cohort.sampler, logits[start:start + n],
+                                cohort.rows, cohort.top_alternatives, self.on_step))
+            start += n
+        rows = [r for c in self._cohorts for r in c.rows]
+        if self.is_cancelled is not None:
+            for r in rows:
+                if r.finish is None and self.is_cancelled(r.index):
+                    r.finish = "cancelled"
+        tokens = torch.cat(chosen)  # (b,)
+        ended = [r for r in rows if r.finish is not None]
+        if ended:
+            keep = [i for i, r in enumerate(rows) if r.finish is None]
+            session.keep(keep)
+            tokens = tokens[torch.tensor(keep, dtype=torch.long, device=tokens.device)]
+            cohorts: list[_Cohort] = []
+            for cohort in self._cohorts:
+                local = [i for i, r in enumerate(cohort.rows) if r.finish is None]
+                if len(local) < len(cohort.rows):
+                    # Finished rows leave the batch: their cache and sampler state go.
+                    cohort.sampler.select(torch.tensor(local, dtype=torch.long,
+                                                       device=self.model.device))
+                    cohort.rows = [cohort.rows[i] for i in local]
+                if cohort.rows:
+                    cohorts.append(cohort)
+            self._cohorts = cohorts
+        if self._cohorts:
+            session.step(tokens)
+            self.decode_steps += 1
+        return ended
+
+    def _prefill(self) -> list[_Row]:
+        """Start the waiting groups that fit, in arrival order, and advance their prompts
+        within this step's budget; groups whose prompts are all in join the session.
+
+        The budget: the oldest prompt always advances one chunk (a long prompt loads at a
+        steady pace), then every waiting prompt that fits in another :data:`PREFILL_TOKENS`
+        whole is prefilled, oldest first (a short prompt does not wait behind a long one).
+        """
+        ended: list[_Row] = []
+        if self.is_cancelled is not None:  # groups nobody waits for leave, wherever they are
+            for group in [g for g in self._joining
+                          if all(self.is_cancelled(r.index) for r in g.rows)]:
+                for job in group.jobs or ():
+                    job.cancel()
+                for r in group.rows:
+                    r.finish = "cancelled"
+                ended += group.rows
+                self._joining.remove(group)
+        for group in list(self._joining):
+            if group.jobs is None and not self._start(group):
+                break  # no room yet: it waits, and so do the ones behind it
+        started = [g for g in self._joining if g.jobs]
+        head = next((job for g in started for job in g.jobs or () if not job.done), None)
+        if head is not None:
+            head.advance()
+            self.prefill_chunks += 1
+        budget = PREFILL_TOKENS
+        for group in started:
+            for job in group.jobs or ():
+                if not job.done and job.pending <= budget:
+                    budget -= job.pending
+                    while not job.advance():
+                        self.prefill_chunks += 1
+                    self.prefill_chunks += 1
+        for group in started:
+            if all(job.done for job in group.jobs or ()):
+                self._joining.remove(group)
+                self._join(group)
+        return ended
+
+    def _start(self, group: _Joining) -> bool:
+        """Begin ``group``'s prefills; False when it must wait for rows to finish."""
+        rows = group.rows
+        need = max(len(r.spec.prompt_ids) + r.budget + 1 for r in rows)
+        session = self._session
+        if session is not None and not self._room_for(session, rows, need):
+            if self._cohorts or any(j.jobs is not None for j in self._joining):
+                return False  # the session is busy: wait until it drains
+            session.close()
+            self._session = session = None
+        if session is None:
+            if getattr(self.model, "joinable", False):
+                session = self.model.open_session(
+                    [], rows=max(self._rows, len(rows)), tokens=max(self._tokens, need))
+                self._session = session
+            if session is None or not self._room_for(session, rows, need):
+                if session is not None:
+                    session.close()
+                    self._session = None
+                self._open()  # rows that cannot join later all start together
+                return True
+        prompts: dict[tuple[int, ...], list[_Row]] = {}
+        for r in rows:
+            prompts.setdefault(tuple(r.spec.prompt_ids), []).append(r)
+        group.jobs = [session.prefill(p, copies=len(rs)) for p, rs in prompts.items()]
+        group.rows = [r for rs in prompts.values() for r in rs]  # the joining order
+        return True
+
+    def _room_for(self, session: Session, rows: Sequence[_Row], need: int) -> bool:
+        cap_rows, cap_tokens = session.capacity
+        room = min(self._rows, cap_rows) if cap_rows is not None else self._rows
+        return (session.can_join and need <= cap_tokens
+                and session.reserved + len(rows) <= max(room, len(rows) if cap_rows is None
+                                                        else min(len(rows), cap_rows)))
+
+    def _open(self) -> None:
+        """A new session for the waiting groups at the head that fit together, all of their
+        prompts prefilled now (no row is running to be stalled): for a layout whose rows
+        cannot join later."""
+        groups: list[_Joining] = []
+        n = 0
+        for group in self._joining:
+            if group.jobs is not None or (groups and n + len(group.rows) > self._rows):
                 break
-            if len(keep) < len(active):
-                # Finished rows leave the batch: their cache and sampler state go.
-                session.keep(keep)
-                index = torch.tensor(keep, dtype=torch.long, device=tokens.device)
-                sampler.select(index.to(model.device))
-                tokens = tokens[index]
-                active = [active[i] for i in keep]
-            logits = session.step(tokens)  # (b, V)
-    finally:
-        session.close()
+            groups.append(group)
+            n += len(group.rows)
+        rows = [r for g in groups for r in g.rows]
+        prompts = [r.spec.prompt_ids for r in rows]
+
+        def nobody_waits() -> bool:
+            return self.is_cancelled is not None and all(self.is_cancelled(r.index)
+                                                         for r in rows)
+
+        tokens = max(self._tokens, *(len(p) + r.budget + 1 for p, r in
+                                     zip(prompts, rows, strict=True)))
+        for group in groups:
+            self._joining.remove(group)
+        try:
+            self._session = self.model.open_session(
+                prompts, budget=max(r.budget for r in rows), should_stop=nobody_waits,
+                rows=max(self._rows, len(rows)), tokens=tokens)
+        except Cancelled:
+            for r in rows:
+                r.finish = "cancelled"
+            self._done += rows
+            return
+        for group in groups:
+            group.jobs = []
+            self._cohorts.append(self._cohort(group))
+            self._merge()
+
+    def _join(self, group: _Joining) -> None:
+        session = self._session
+        assert session is not None and group.jobs is not None
+        for job in group.jobs:
+            session.join(job)
+        self._cohorts.append(self._cohort(group))
+        self._merge()
+
+    def _cohort(self, group: _Joining) -> _Cohort:
+        from tempscope.sampling import BatchSampler
+
+        rows = group.rows
+        sampler = BatchSampler(
+            [r.spec.params for r in rows], vocab_size=self.model.vocab_size,
+            device=self.model.device,
+            seeds=[r.spec.seed if r.spec.seed is not None else r.spec.params.seed
+                   for r in rows],
+            prompt_ids=[r.spec.prompt_ids for r in rows], vocab=BackendVocab(self.model))
+        return _Cohort(rows, sampler, group.top_alternatives)
+
+    def _merge(self) -> None:
+        """The last two cohorts share one chain when neither holds per-row state."""
+        from tempscope.sampling import BatchSampler
+
+        if len(self._cohorts) < 2:
+            return
+        a, b = self._cohorts[-2], self._cohorts[-1]
+        merged = BatchSampler.merge([a.sampler, b.sampler])
+        if merged is not None:
+            k = max(a.top_alternatives, b.top_alternatives)
+            self._cohorts[-2:] = [_Cohort(a.rows + b.rows, merged, k)]
+
+    def close(self) -> None:
+        """End the session; rows still running or waiting are left as they are."""
+        for group in self._joining:
+            for job in group.jobs or ():
+                job.cancel()
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+
+@dataclass
+class _Cohort:
+    """Live rows that share one sampler chain; a contiguous run of the session's rows."""
+
+    rows: list[_Row]
+    sampler: BatchSampler
+    top_alternatives: int
+
+
+@dataclass
+class _Joining:
+    """Rows waiting to join: their prefills, once started (one per distinct prompt)."""
+
+    rows: list[_Row]
+    top_alternatives: int
+    jobs: list[Prefill] | None = None
 
 
 def _step(model: Backend, sampler: BatchSampler, logits: torch.Tensor, active: list[_Row],
-          step: int, top_alternatives: int,
-          on_step: Callable[[StepEvent], None] | None) -> torch.Tensor:
+          top_alternatives: int, on_step: Callable[[StepEvent], None] | None) -> torch.Tensor:
     """Choose one token per running row, record the step events; returns the tokens ``(b,)``."""
     logits = logits.float()  # (b, V)
     raw_logp = torch.log_softmax(logits, dim=-1)  # (b, V)
@@ -390,7 +677,7 @@ def _step(model: Backend, sampler: BatchSampler, logits: torch.Tensor, active: l
         top = [Alternative(t, model.token_text(t), rp, pp)
                for t, rp, pp in zip(top_list[i], top_raw[i], top_p[i], strict=True)]
         raw_lp, lp, ent, raw_ent, raw_rank = numbers[i]
-        event = StepEvent(row=s.index, step=step, token_id=token_id,
+        event = StepEvent(row=s.index, step=len(s.token_ids), token_id=token_id,
                           text=model.token_text(token_id), raw_logprob=raw_lp, logprob=lp,
                           entropy=ent, raw_entropy=raw_ent, top=top, finished=s.finish,
                           delta=delta, named=named[i], raw_rank=int(raw_rank))

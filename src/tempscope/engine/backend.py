@@ -15,6 +15,10 @@ A decoding session, the shape of every generation loop::
     logits = session.step(tokens)                     # one token per live row -> (rows, V)
     session.keep([1])                                 # row 0 finished: it leaves the batch
     logits = session.step(tokens[1:])                 # (1, V)
+    job = session.prefill(ids_c, copies=2)            # rows join a running session:
+    while not job.advance():                          # one prefill chunk at a time, with
+        logits = session.step(tokens)                 # decode steps between the chunks
+    new = session.join(job)                           # (2, V); live rows are now 1 + 2
     session.close()
 """
 
@@ -95,8 +99,56 @@ class ModelFacts:
         return asdict(self)
 
 
+class Prefill(Protocol):
+    """A prompt on its way into a running session (:meth:`Session.prefill`): computed one
+    chunk per :meth:`advance`, so that decode steps of the rows already running can go on
+    between its chunks. Its rows join the session with :meth:`Session.join`."""
+
+    prompt_ids: list[int]
+    copies: int  # rows that start from this prompt
+
+    @property
+    def done(self) -> bool:
+        """Every prompt token is in the cache and the logits after the last are ready."""
+
+    @property
+    def pending(self) -> int:
+        """Prompt tokens still to compute."""
+
+    def advance(self) -> bool:
+        """Compute the next chunk of the prompt; returns :attr:`done`."""
+
+    def cancel(self) -> None:
+        """Give the prompt's memory back without joining (idempotent)."""
+
+
 class Session(Protocol):
     """A batch of rows decoding together, one backend call per step for all live rows."""
+
+    @property
+    def can_join(self) -> bool:
+        """True when rows may join while others run (:meth:`prefill` / :meth:`join`); False
+        for a layout whose rows must all start together (torch's batched layout)."""
+
+    @property
+    def capacity(self) -> tuple[int | None, int]:
+        """``(rows, tokens)``: most rows live or prefilling at once (None = no limit) and
+        most tokens (prompt + generated) one row may hold."""
+
+    @property
+    def reserved(self) -> int:
+        """Rows live or prefilling now (what counts against ``capacity[0]``)."""
+
+    def prefill(self, prompt_ids: Sequence[int], *, copies: int = 1) -> Prefill:
+        """Start a prompt that ``copies`` new rows will share; nothing is computed until
+        :meth:`Prefill.advance`. Raises ``EngineError`` when the rows or the prompt do not
+        fit :attr:`capacity`. A prompt whose start this session still holds (a row that
+        ran it, or a longer text that began with it) reuses those cells where the engine
+        can do so without changing a single logit."""
+
+    def join(self, prefill: Prefill) -> torch.Tensor:
+        """Add a finished prefill's rows after the live ones; returns their ``(copies, V)``
+        logits (also appended to :attr:`logits`)."""
 
     @property
     def logits(self) -> torch.Tensor:
@@ -130,6 +182,11 @@ class Backend(Protocol):
         tokens never depend on the rows beside it (batch invariance). The torch engine can
         trade it for speed (``LoadedModel.reproducible = False``: rows share batched matrix
         products); llama.cpp always keeps it."""
+
+    @property
+    def joinable(self) -> bool:
+        """True when rows may join a session while others decode (:meth:`Session.prefill`):
+        llama.cpp and torch's reproducible layout; not torch's batched layout."""
 
     @property
     def device(self) -> torch.device:
@@ -179,11 +236,14 @@ class Backend(Protocol):
         ``starts[k] .. len(ids) - 1`` (``starts[k] >= 1``)."""
 
     def open_session(self, prompts: Sequence[Sequence[int]], *, budget: int = 0,
-                     should_stop: Callable[[], bool] | None = None) -> Session:
-        """Prefill ``prompts`` (each at least one token) as the rows of a decoding session in
-        which each row will add at most ``budget`` tokens (an engine may size its cache by
-        it). ``should_stop`` is asked between prefill chunks; when it says yes the prefill
-        stops and :class:`Cancelled` is raised. At most one session is open per model."""
+                     should_stop: Callable[[], bool] | None = None,
+                     rows: int | None = None, tokens: int | None = None) -> Session:
+        """Prefill ``prompts`` (each at least one token; none is fine) as the rows of a
+        decoding session in which each row will add at most ``budget`` tokens (an engine may
+        size its cache by it). ``should_stop`` is asked between prefill chunks; when it says
+        yes the prefill stops and :class:`Cancelled` is raised. ``rows`` and ``tokens`` ask
+        for room for rows that join later (:attr:`Session.capacity`): at least ``rows`` rows
+        of ``tokens`` tokens each. At most one session is open per model."""
 
     def position_logits(self, ids: Sequence[int], start: int,
                         reduce: Callable[[torch.Tensor, torch.Tensor], R], *,

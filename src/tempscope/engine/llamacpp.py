@@ -38,6 +38,7 @@ from tempscope.engine.backend import (
     Cancelled,
     EngineName,
     ModelFacts,
+    Prefill,
     R,
     check_positions,
     check_text,
@@ -53,6 +54,7 @@ SEQ_CELLS = 256  # smallest KV stream (tokens of one sequence); llama.cpp pads s
 KEEP_CELLS = 1 << 16  # a context grown past this many cells is remade at the size asked for
 SCRATCH = 0  # the sequence id of one-off calls; rows use 1..MAX_ROWS
 N_BATCH = 512  # most tokens one llama_decode call takes (a prefill chunk: cancellable between)
+REUSE_MIN = 16  # shortest held prefix worth a stream copy instead of a fresh prefill
 
 
 def available() -> bool:
@@ -133,6 +135,8 @@ class LlamaCppModel:
         self._owner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tempscope-llama")
         self._owner_thread: threading.Thread | None = None
         self._session_open = False
+        self._held: dict[int, list[int]] = {}  # sequence id -> tokens its stream holds
+        self.prefix_tokens_reused = 0  # prompt tokens taken from the prefix cache so far
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = -1 if gpu and llama_cpp.llama_supports_gpu_offload() else 0
         self._gpu = params.n_gpu_layers != 0
@@ -204,6 +208,7 @@ class LlamaCppModel:
             self._ctx.close()
             self._ctx = None
             self._shape = (0, 0)
+        self._held.clear()
         try:
             self._ctx = self._internals.LlamaContext(model=self._model, params=params,
                                                      verbose=False)
@@ -222,6 +227,10 @@ class LlamaCppModel:
         """Batch-invariant unless built for measuring with ``kv_unified`` or flash attention
         (see the module docstring); there is no faster layout to trade it for."""
         return not self.kv_unified and not self.flash_attn
+
+    @property
+    def joinable(self) -> bool:
+        return True
 
     @property
     def device(self) -> torch.device:
@@ -422,11 +431,12 @@ class LlamaCppModel:
         return self._call(run)
 
     def open_session(self, prompts: Sequence[Sequence[int]], *, budget: int = 0,
-                     should_stop: Callable[[], bool] | None = None) -> LlamaCppSession:
-        if len(prompts) > MAX_ROWS:
+                     should_stop: Callable[[], bool] | None = None,
+                     rows: int | None = None, tokens: int | None = None) -> LlamaCppSession:
+        if max(len(prompts), rows or 0) > MAX_ROWS:
             raise ValueError(f"the llama.cpp engine decodes at most {MAX_ROWS} rows at once, "
-                             f"got {len(prompts)}")
-        return self._call(lambda: LlamaCppSession(self, prompts, budget, should_stop))
+                             f"got {max(len(prompts), rows or 0)}")
+        return LlamaCppSession(self, prompts, budget, should_stop, rows, tokens)
 
     def position_logits(self, ids: Sequence[int], start: int,
                         reduce: Callable[[torch.Tensor, torch.Tensor], R], *,
@@ -460,61 +470,158 @@ class LlamaCppModel:
 
 
 class LlamaCppSession:
-    """Rows as llama.cpp sequences ``1..rows``; one ``llama_decode`` per step for all."""
+    """Rows as llama.cpp sequences, one KV stream each; one ``llama_decode`` per step for all.
+
+    Rows join while others run (:meth:`prefill`, then :meth:`join`) and leave at any step
+    (:meth:`keep`). A stream that a row has left keeps its cells: the prefix cache. A new
+    prompt that starts with tokens some stream holds (a finished row's prompt and text, a
+    running row's, a chat's earlier turns) starts from a copy of those cells and computes only
+    the rest. Every token's keys, values and logits come from the same per-token arithmetic
+    whichever call computes it (a stream per sequence, no flash attention, no tinyBLAS), so a
+    reused prefix gives the logits of a fresh prefill bit for bit (tests hold it).
+    """
 
     def __init__(self, model: LlamaCppModel, prompts: Sequence[Sequence[int]],
-                 budget: int, should_stop: Callable[[], bool] | None) -> None:
+                 budget: int, should_stop: Callable[[], bool] | None,
+                 rows: int | None = None, tokens: int | None = None) -> None:
         if model._session_open:
             raise EngineError("this llama.cpp model already has an open decoding session: "
                               "finish or close it first")
         self._model = model
-        unique: dict[tuple[int, ...], int] = {}
-        owner = [unique.setdefault(tuple(int(t) for t in p), len(unique)) for p in prompts]
+        unique: dict[tuple[int, ...], list[int]] = {}
+        for row, p in enumerate(prompts):
+            unique.setdefault(tuple(int(t) for t in p), []).append(row)
         longest = max((len(p) for p in unique), default=1)
-        ctx = model._context(len(prompts) + 1, longest + budget + 1)
-        model._lib.llama_memory_clear(ctx.memory, False)
+        cells = max(longest + budget + 1, tokens or 0)
+        # Room for the rows asked for, within KEEP_CELLS cells in all (KV memory), but
+        # always for the rows given now.
+        per_stream = max(SEQ_CELLS, 1 << (cells - 1).bit_length())
+        streams = max(len(prompts) + 1, min((rows or 0) + 1, KEEP_CELLS // per_stream))
+        model._call(lambda: model._context(streams, cells))
         model._session_open = True
-        self._seqs = list(range(1, len(prompts) + 1))  # live row -> sequence id
-        self._pos = [len(p) for p in prompts]  # live row -> next position
-        firsts: dict[int, int] = {}  # unique prompt -> its first row's sequence
-        rows_logits: list[np.ndarray] = []  # (1, V) per unique prompt
+        self._seqs: list[int] = []  # live row -> sequence id
+        self._pos: list[int] = []  # live row -> next position
+        self._logits = torch.empty((0, model.vocab_size))
+        self._pending: list[_LlamaPrefill] = []
         try:
-            for row, u in enumerate(owner):
-                if u in firsts:
-                    continue
-                if u and should_stop is not None and should_stop():
+            for prompt, where in unique.items():
+                job = self.prefill(prompt, copies=len(where))
+                while not job.advance():
+                    if should_stop is not None and should_stop():
+                        raise Cancelled
+                if should_stop is not None and should_stop() and len(unique) > 1:
                     raise Cancelled
-                firsts[u] = seq = self._seqs[row]
-                ids = prompts[row]
-                # Alone in its decode calls, chunked from its own first token: the same
-                # calls whatever the other prompts are.
-                rows_logits.append(model._decode(
-                    ctx, [(int(t), p, seq, p == len(ids) - 1) for p, t in enumerate(ids)],
-                    should_stop))
+                self.join(job)
         except BaseException:
-            model._lib.llama_memory_clear(ctx.memory, False)
-            model._session_open = False
+            self.close()
             raise
-        logits = np.concatenate(rows_logits)  # (U, V)
-        for row, u in enumerate(owner):
-            src = firsts[u]
-            if src != self._seqs[row]:  # the same prompt: a bit-exact copy of its stream
-                model._lib.llama_memory_seq_cp(ctx.memory, src, self._seqs[row], -1, -1)
-        self._logits = torch.from_numpy(logits[owner])  # (B, V)
+        # Rows in the order given (joined grouped by prompt).
+        order = [row for where in unique.values() for row in where]
+        if order != sorted(order):
+            back = sorted(range(len(order)), key=order.__getitem__)
+            self.keep(back)
+
+    @property
+    def can_join(self) -> bool:
+        return True
+
+    @property
+    def capacity(self) -> tuple[int | None, int]:
+        streams, cells = self._model._shape
+        return min(MAX_ROWS, streams - 1), cells
+
+    @property
+    def reserved(self) -> int:
+        return len(self._seqs) + sum(p.copies for p in self._pending)
 
     @property
     def logits(self) -> torch.Tensor:
         return self._logits
 
-    def keep(self, rows: Sequence[int]) -> None:
-        kept = set(rows)
+    def prefill(self, prompt_ids: Sequence[int], *, copies: int = 1) -> _LlamaPrefill:
+        ids = [int(t) for t in prompt_ids]
+        rows, cells = self.capacity
+        if not ids:
+            raise ValueError("a prompt needs at least one token")
+        if copies < 1:
+            raise ValueError(f"copies must be >= 1, got {copies}")
+        assert rows is not None
+        if self.reserved + copies > rows:
+            raise EngineError(f"{copies} more rows do not fit this session ({self.reserved} "
+                              f"of {rows} taken): wait for rows to finish")
+        if len(ids) >= cells:
+            raise EngineError(f"a {len(ids)}-token prompt does not fit this session's "
+                              f"{cells} tokens per row: wait for it to finish")
+        job = self._model._call(lambda: self._start(ids, copies))
+        self._pending.append(job)
+        return job
+
+    def _start(self, ids: list[int], copies: int) -> _LlamaPrefill:
+        """Owner thread: pick the streams, reuse the longest held prefix."""
+        model = self._model
+        held = model._held
+        live = set(self._seqs)
+        for p in self._pending:
+            live.update(p.seqs)
+        free = [q for q in range(1, model._shape[0]) if q not in live]
+        best, shared = None, 0
+        for q, toks in held.items():
+            if q in live and q not in self._seqs:
+                continue  # a prefill still running: its cells are not all there
+            n = _common_prefix(toks, ids)
+            if n > shared:
+                best, shared = q, n
+        if shared < REUSE_MIN:
+            best, shared = None, 0
+        # The lowest free streams: llama.cpp attends over the range of streams a step
+        # touches (from the lowest to the highest in use), so rows are kept packed low.
+        order = sorted(free)
+        if best is not None and best in free:
+            order.remove(best)
+            order.insert(0, best)
+        seqs = order[:copies]
+        lib, mem = model._lib, model._ctx.memory
+        start = min(shared, len(ids) - 1)  # the last token runs again: its logits are needed
+        for n, q in enumerate(seqs):
+            if n == 0 and q == best:
+                lib.llama_memory_seq_rm(mem, q, start, -1)
+            else:
+                lib.llama_memory_seq_rm(mem, q, -1, -1)
+                held.pop(q, None)
+        first = seqs[0]
+        if best is not None and best != first:
+            # Across streams llama.cpp copies whole streams; then cut to the shared prefix.
+            lib.llama_memory_seq_cp(mem, best, first, -1, -1)
+            lib.llama_memory_seq_rm(mem, first, start, -1)
+        held[first] = ids[:start]
+        model.prefix_tokens_reused += start
+        return _LlamaPrefill(self, ids, copies, seqs, start)
+
+    def join(self, prefill: Prefill) -> torch.Tensor:
+        assert isinstance(prefill, _LlamaPrefill) and prefill in self._pending
+        if not prefill.done:
+            raise ValueError("join a prefill only when it is done (advance() returned True)")
+        model = self._model
+        first, *rest = prefill.seqs
+        ids = prefill.prompt_ids
 
         def run() -> None:
-            for i, seq in enumerate(self._seqs):
-                if i not in kept:
-                    self._model._forget(seq)
+            for q in rest:  # the same prompt: a bit-exact copy of its stream
+                model._lib.llama_memory_seq_cp(model._ctx.memory, first, q, -1, -1)
+                model._held[q] = list(ids)
 
-        self._model._call(run)
+        model._call(run)
+        self._pending.remove(prefill)
+        self._seqs += prefill.seqs
+        self._pos += [len(ids)] * prefill.copies
+        assert prefill.logits is not None
+        new = torch.from_numpy(prefill.logits).expand(prefill.copies, -1)  # (copies, V)
+        self._logits = torch.cat([self._logits, new])
+        return new
+
+    def keep(self, rows: Sequence[int]) -> None:
+        # The rows that leave keep their cells (the prefix cache); a later prefill reuses or
+        # clears them.
         self._seqs = [self._seqs[i] for i in rows]
         self._pos = [self._pos[i] for i in rows]
         self._logits = self._logits[list(rows)]
@@ -524,6 +631,8 @@ class LlamaCppSession:
         entries = [(t, p, s, True) for t, p, s in zip(toks, self._pos, self._seqs, strict=True)]
         model = self._model
         logits = model._call(lambda: model._decode(model._ctx, entries))
+        for t, q in zip(toks, self._seqs, strict=True):
+            model._held[q].append(t)
         self._pos = [p + 1 for p in self._pos]
         self._logits = torch.from_numpy(logits)  # (rows, V)
         return self._logits
@@ -532,11 +641,58 @@ class LlamaCppSession:
         model = self._model
         if not model._session_open:
             return
+        for job in list(self._pending):
+            job.cancel()
+        self._seqs, self._pos = [], []
+        model._session_open = False
 
-        def run() -> None:
-            for seq in self._seqs:
-                model._forget(seq)
-            model._session_open = False
 
-        model._call(run)
-        self._seqs = []
+class _LlamaPrefill:
+    """A prompt entering a :class:`LlamaCppSession`, one chunk per :meth:`advance`: chunks end
+    at multiples of :data:`N_BATCH` counted from the prompt's first token, whatever else runs."""
+
+    def __init__(self, session: LlamaCppSession, ids: list[int], copies: int,
+                 seqs: list[int], start: int) -> None:
+        self._session = session
+        self.prompt_ids = ids
+        self.copies = copies
+        self.seqs = seqs  # the first computes the prompt; the others get copies at join
+        self.reused = start  # prompt tokens whose cells came from the prefix cache
+        self._pos = start
+        self.logits: np.ndarray | None = None  # (1, V) once done
+
+    @property
+    def done(self) -> bool:
+        return self.logits is not None
+
+    @property
+    def pending(self) -> int:
+        return len(self.prompt_ids) - self._pos
+
+    def advance(self) -> bool:
+        if self.done:
+            return True
+        model = self._session._model
+        ids, seq, a = self.prompt_ids, self.seqs[0], self._pos
+        b = min(len(ids), (a // N_BATCH + 1) * N_BATCH)
+        entries = [(ids[p], p, seq, p == len(ids) - 1) for p in range(a, b)]
+        out = model._call(lambda: model._decode(model._ctx, entries))
+        model._held[seq].extend(ids[a:b])
+        self._pos = b
+        if b == len(ids):
+            self.logits = out
+        return self.done
+
+    def cancel(self) -> None:
+        session = self._session
+        if self in session._pending:
+            session._pending.remove(self)
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens ``a`` and ``b`` share."""
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i

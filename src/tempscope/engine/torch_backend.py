@@ -30,10 +30,14 @@ from tempscope.engine.backend import (
     Cancelled,
     EngineName,
     ModelFacts,
+    Prefill,
     R,
     check_positions,
     check_text,
 )
+from tempscope.errors import EngineError
+
+PREFILL_CHUNK = 512  # prompt tokens per forward pass of a prefill (rows run between chunks)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -88,6 +92,12 @@ class LoadedModel:
     def __repr__(self) -> str:
         return (f"LoadedModel(name={self.name!r}, source={self.source!r}, engine='torch', "
                 f"device={self.device}, dtype={_dtype_name(self.dtype)})")
+
+    @property
+    def joinable(self) -> bool:
+        """Rows join running sessions in the reproducible layout (a cache per row); the
+        batched layout's rows share one left-padded cache and start together."""
+        return self.reproducible
 
     @property
     def device(self) -> torch.device:
@@ -251,7 +261,8 @@ class LoadedModel:
                 for r, (seq, start) in enumerate(zip(sequences, starts, strict=True))]
 
     def open_session(self, prompts: Sequence[Sequence[int]], *, budget: int = 0,
-                     should_stop: Callable[[], bool] | None = None
+                     should_stop: Callable[[], bool] | None = None,
+                     rows: int | None = None, tokens: int | None = None,
                      ) -> TorchSession | RowwiseSession:
         # One prefill pass per distinct prompt: asked once, before the first. Chunking a
         # left-padded batch would attend from all-padding query rows; the server caps the
@@ -298,32 +309,67 @@ class LoadedModel:
 
 class RowwiseSession:
     """Rows decoding side by side, each exactly as it would alone: one ``DynamicCache`` and
-    one batch-of-one forward pass per row and step (see the module docstring)."""
+    one batch-of-one forward pass per row and step (see the module docstring). Rows join at
+    any step (:meth:`prefill` computes a prompt in chunks of :data:`PREFILL_CHUNK` tokens
+    counted from its first, the same chunks whatever runs beside it) and leave at any step."""
 
     def __init__(self, model: LoadedModel, prompts: Sequence[Sequence[int]],
                  should_stop: Callable[[], bool] | None) -> None:
-        from transformers import DynamicCache
-
         self._model = model
         self._extra = {"logits_to_keep": 1} if model.supports_logits_to_keep else {}
-        unique: dict[tuple[int, ...], int] = {}
-        owner = [unique.setdefault(tuple(int(t) for t in p), len(unique)) for p in prompts]
-        caches: list[Any] = []
-        logits: list[torch.Tensor] = []
-        for u, ids in enumerate(unique):
-            if u and should_stop is not None and should_stop():
+        self._caches: list[Any] = []  # live row -> its DynamicCache
+        self._length: list[int] = []  # live row -> tokens in its cache
+        self._logits = torch.empty((0, model.vocab_size), device=model.device)
+        self._pending: list[_TorchPrefill] = []
+        unique: dict[tuple[int, ...], list[int]] = {}
+        for row, p in enumerate(prompts):
+            unique.setdefault(tuple(int(t) for t in p), []).append(row)
+        for n, (prompt, where) in enumerate(unique.items()):
+            if n and should_stop is not None and should_stop():
                 raise Cancelled
-            cache = DynamicCache()
-            logits.append(self._forward(list(ids), cache, 0))
-            caches.append(cache)
+            job = self.prefill(prompt, copies=len(where))
+            while not job.advance():
+                if should_stop is not None and should_stop():
+                    raise Cancelled
+            self.join(job)
+        order = [row for where in unique.values() for row in where]
+        if order != sorted(order):
+            self.keep(sorted(range(len(order)), key=order.__getitem__))
+
+    @property
+    def can_join(self) -> bool:
+        return True
+
+    @property
+    def capacity(self) -> tuple[int | None, int]:
+        return None, self._model.facts.context_length
+
+    @property
+    def reserved(self) -> int:
+        return len(self._caches) + sum(p.copies for p in self._pending)
+
+    def prefill(self, prompt_ids: Sequence[int], *, copies: int = 1) -> _TorchPrefill:
+        ids = [int(t) for t in prompt_ids]
+        if not ids:
+            raise ValueError("a prompt needs at least one token")
+        if copies < 1:
+            raise ValueError(f"copies must be >= 1, got {copies}")
+        job = _TorchPrefill(self, ids, copies)
+        self._pending.append(job)
+        return job
+
+    def join(self, prefill: Prefill) -> torch.Tensor:
+        assert isinstance(prefill, _TorchPrefill) and prefill in self._pending
+        if prefill.logits is None:
+            raise ValueError("join a prefill only when it is done (advance() returned True)")
+        self._pending.remove(prefill)
         # Rows sharing a prompt start from copies of its cache: the same numbers, bit for bit.
-        first: set[int] = set()
-        self._caches: list[Any] = []
-        for u in owner:
-            self._caches.append(caches[u] if u not in first else copy.deepcopy(caches[u]))
-            first.add(u)
-        self._length = [len(p) for p in prompts]  # live row -> tokens in its cache
-        self._logits = torch.stack([logits[u] for u in owner])  # (B, V)
+        cache = prefill.cache
+        self._caches += [cache] + [copy.deepcopy(cache) for _ in range(prefill.copies - 1)]
+        self._length += [len(prefill.prompt_ids)] * prefill.copies
+        new = prefill.logits[None].expand(prefill.copies, -1)  # (copies, V)
+        self._logits = torch.cat([self._logits, new])
+        return new
 
     @torch.inference_mode()
     def _forward(self, ids: list[int], cache: Any, start: int) -> torch.Tensor:
@@ -355,6 +401,44 @@ class RowwiseSession:
 
     def close(self) -> None:
         self._caches = []
+        self._pending = []
+
+
+class _TorchPrefill:
+    """A prompt entering a :class:`RowwiseSession`, one chunk of :data:`PREFILL_CHUNK` tokens
+    per :meth:`advance`."""
+
+    def __init__(self, session: RowwiseSession, ids: list[int], copies: int) -> None:
+        from transformers import DynamicCache
+
+        self._session = session
+        self.prompt_ids = ids
+        self.copies = copies
+        self.cache = DynamicCache()
+        self._pos = 0
+        self.logits: torch.Tensor | None = None  # (V,) once done
+
+    @property
+    def done(self) -> bool:
+        return self.logits is not None
+
+    @property
+    def pending(self) -> int:
+        return len(self.prompt_ids) - self._pos
+
+    def advance(self) -> bool:
+        if self.logits is None:
+            a = self._pos
+            b = min(len(self.prompt_ids), a + PREFILL_CHUNK)
+            out = self._session._forward(self.prompt_ids[a:b], self.cache, a)
+            self._pos = b
+            if b == len(self.prompt_ids):
+                self.logits = out
+        return self.done
+
+    def cancel(self) -> None:
+        if self in self._session._pending:
+            self._session._pending.remove(self)
 
 
 class TorchSession:
@@ -385,6 +469,25 @@ class TorchSession:
             self._cache.batch_select_indices(expand.to(device))
         self._mask = mask[expand].to(device)  # (B, L)
         self._position = position[expand, -1].to(device)  # (B,)
+
+    @property
+    def can_join(self) -> bool:
+        return False  # rows left-padded together: they start together
+
+    @property
+    def capacity(self) -> tuple[int | None, int]:
+        return None, self._model.facts.context_length
+
+    @property
+    def reserved(self) -> int:
+        return int(self._logits.shape[0])
+
+    def prefill(self, prompt_ids: Sequence[int], *, copies: int = 1) -> Prefill:
+        raise EngineError("rows cannot join a session of the batched layout (reproducible="
+                          "False): open a new session when this one has finished")
+
+    def join(self, prefill: Prefill) -> torch.Tensor:
+        raise EngineError("rows cannot join a session of the batched layout")
 
     @property
     def logits(self) -> torch.Tensor:

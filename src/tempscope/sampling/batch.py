@@ -44,6 +44,8 @@ class BatchSampler:
         prompt_ids: per-row prompt token ids, the starting history (penalties, DRY).
         vocab: the tokenizer, for the samplers that read text (``bad_words``, DRY's sequence
             breakers, ``min_tokens``' end-of-sequence tokens).
+        generators, history: the rows' generators and history as they are (instead of
+            ``seeds`` and ``prompt_ids``), for :meth:`merge`.
 
     >>> s = BatchSampler([SamplingParams(temperature=0), SamplingParams(top_k=2, seed=1)],
     ...                  vocab_size=4)
@@ -61,6 +63,8 @@ class BatchSampler:
         seeds: Sequence[int | None] | None = None,
         prompt_ids: Sequence[Sequence[int]] | None = None,
         vocab: Vocab | None = None,
+        generators: Sequence[torch.Generator] | None = None,
+        history: History | None = None,
     ) -> None:
         self.params = list(params)
         self.vocab_size = int(vocab_size)
@@ -71,13 +75,13 @@ class BatchSampler:
             raise ValueError(f"got {len(seeds)} seeds for {b} rows: give one per row")
         if prompt_ids is not None and len(prompt_ids) != b:
             raise ValueError(f"got {len(prompt_ids)} prompts for {b} rows: give one per row")
-        self.generators = [
+        self.generators = list(generators) if generators is not None else [
             _generator(self.device, p.seed if seeds is None or seeds[i] is None else seeds[i])
             for i, p in enumerate(self.params)
         ]
         #: every row's tokens so far; ``slots[i]`` is live row ``i``'s row in it
-        self.history = History(prompt_ids or [[] for _ in range(b)], self.vocab_size,
-                               self.device)
+        self.history = history if history is not None else History(
+            prompt_ids or [[] for _ in range(b)], self.vocab_size, self.device)
         self.slots = list(range(b))
         self._last: Tensor | None = None
         self._shown: Tensor | None = None
@@ -102,6 +106,27 @@ class BatchSampler:
                                    dtype=torch.bool)
         self._draw = [not p.is_greedy for p in self.params]
         self._stateful = any(hasattr(s, "accept") for g in self.groups for s in g.stages)
+
+    @classmethod
+    def merge(cls, parts: Sequence[BatchSampler]) -> BatchSampler | None:
+        """One sampler for the rows of ``parts``, in order, each row going on exactly as it
+        would in its own part: its generator and its history carry over and its chain is
+        built from its params again (rows are independent in a chain, so the company does
+        not change a row's numbers). None when a part's chain holds per-row state a rebuild
+        would lose (mirostat's mu, adaptive-p's average), or the parts disagree on ``V`` or
+        the device.
+        """
+        first = parts[0]
+        if any(p._stateful for p in parts) or any(
+                p.vocab_size != first.vocab_size or p.device != first.device for p in parts):
+            return None
+        rows = [(p, slot) for p in parts for slot in p.slots]
+        history = History([p.history.ids[slot] for p, slot in rows], first.vocab_size,
+                          first.device)
+        history.n_prompt = [p.history.n_prompt[slot] for p, slot in rows]
+        return cls([q for p in parts for q in p.params], vocab_size=first.vocab_size,
+                   device=first.device, vocab=first.vocab,
+                   generators=[g for p in parts for g in p.generators], history=history)
 
     @property
     def counts(self) -> Tensor:

@@ -1,34 +1,42 @@
-"""Dynamic batching: requests that arrive together share one :func:`generate_rows` call.
+"""Continuous batching: requests join and leave one running decoding session at every step.
 
-The batcher collects jobs for ``window_s`` (a few milliseconds), merges their rows into one
-engine call that runs in a worker thread (the event loop stays free to accept and stream), and
-routes every :class:`StepEvent` back to its job's asyncio queue with the row renumbered to the
-job's own rows. While one batch decodes, new jobs queue up and form the next batch. A job
-whose client went away is marked cancelled; the engine drops its rows at the next step.
+One worker thread owns a :class:`~tempscope.generation.Decoder` (the generation loop rows
+join and leave at any step) and runs it step by step. Between two steps it admits the
+requests that arrived, oldest first, while they fit the caps (rows, prompt tokens waiting to
+be prefilled, the session's KV room); a request's rows are prefilled in chunks between the
+decode steps of the rows already streaming, so a long prompt never stalls them, and choose
+their first token at the next step. A row that ends (its stop rule, or its client gone)
+leaves the session at once and frees its slot. Every :class:`StepEvent` goes back to its
+job's asyncio queue, numbered within the job.
 
 ::
 
-    request A (2 rows) ─┐                       ┌─> A.queue: (0, ev), (1, ev), ..., Done
-    request B (1 row)  ─┼─> one generate_rows ──┤
-    request C (3 rows) ─┘   (6 rows, 1 thread)  └─> B.queue ..., C.queue ...
+    request A (2 rows) ─┐  admitted at step s   ┌─> A.queue: (0, ev), (1, ev), ..., Done
+    request B (1 row)  ─┼─> one Decoder ────────┤
+    request C (3 rows) ─┘  admitted at step s+k └─> B.queue ..., C.queue ...
+
+A seeded row's tokens do not depend on what else runs beside it (batch invariance: every
+engine computes each row as it would alone), so joining a busy session changes nothing but
+the wait.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
+import dataclasses
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tempscope.engine.backend import Backend
-    from tempscope.generation import RowResult, RowSpec, StepEvent
+    from tempscope.generation import Decoder, RowResult, RowSpec, StepEvent
+    from tempscope.generation import _Row as RowState
 
-GenerateRows = Callable[..., "list[RowResult]"]
+MakeDecoder = Callable[..., "Decoder"]
+MIN_ROW_TOKENS = 512  # KV room per row the session is opened with at least (fewer reopenings)
 
 
 def _prompt_tokens(rows: Sequence[RowSpec]) -> int:
@@ -62,6 +70,9 @@ class Job:
     cancelled: threading.Event = field(default_factory=threading.Event)
     started: bool = False  # an event was sent: the job can no longer be retried alone
     events: bool = True  # False: only the final Done is queued (a non-streaming request)
+    alone: bool = False  # run with no other job beside it (a retry after a failed step)
+    states: list[RowState] = field(default_factory=list)  # the rows' decoding states
+    left: int = 0  # rows not yet ended
 
     def cancel(self) -> None:
         """Stop this job's rows at the engine's next step (safe from any thread)."""
@@ -75,171 +86,215 @@ class Job:
 
 
 class Batcher:
-    """Merge concurrent generation jobs into batched engine calls.
+    """The server's scheduler: one continuously batched decoding session for every request.
 
     Args:
         model: the loaded model every job runs on.
-        window_s: how long to wait after the first job of a batch for others to join.
-        max_rows: most rows in one engine call; a job is never split across calls.
+        window_s: when the session is idle, how long to wait after a job arrives for others
+            sent at the same moment (they then share the first prefill).
+        max_rows: most rows live or prefilling at once; a job is never split (one larger
+            than this runs when nothing else does).
         max_queued_rows: rows allowed to wait; :meth:`submit` raises :class:`BatcherBusy`
             beyond it.
-        max_prompt_tokens: most prompt tokens one engine call prefills; a job over it alone
-            still runs (alone). None = no cap.
-        generate_rows: the engine loop (a stand-in can be given in tests).
+        max_prompt_tokens: most prompt tokens admitted and not yet prefilled at once; a job
+            over it alone still runs (when nothing else waits to be prefilled). None = no cap.
+        make_decoder: builds the decoder (``make_decoder(model, on_step=..., is_cancelled=
+            ..., rows=..., tokens=...)``); a stand-in can be given in tests.
     """
 
     def __init__(self, model: Backend, *, window_s: float = 0.005, max_rows: int = 64,
                  max_queued_rows: int = 1024, max_prompt_tokens: int | None = None,
-                 generate_rows: GenerateRows | None = None) -> None:
-        if generate_rows is None:
-            from tempscope.generation import generate_rows as engine
+                 make_decoder: MakeDecoder | None = None) -> None:
+        if make_decoder is None:
+            from tempscope.generation import Decoder
 
-            generate_rows = engine
+            make_decoder = Decoder
         self.model = model
         self.window_s = window_s
         self.max_rows = max_rows
         self.max_queued_rows = max_queued_rows
         self.max_prompt_tokens = max_prompt_tokens
-        self._generate = generate_rows
-        self._pending: collections.deque[Job] = collections.deque()
-        self._wakeup = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tempscope-gen")
-        self._task: asyncio.Task[None] | None = None
-        self._closed = False
-        self._running: list[Job] = []
-        self.batches_run = 0  # engine calls so far
-        self.rows_run = 0  # rows decoded so far
+        self._make_decoder = make_decoder
+        self._lock = threading.Lock()
+        self._wakeup = threading.Event()
+        self._pending: collections.deque[Job] = collections.deque()  # not yet admitted
+        self._running: list[Job] = []  # admitted, rows not all ended
+        self._owner: dict[int, tuple[Job, int]] = {}  # decoder row -> (job, local row)
+        self._next_row = 0
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.batches_run = 0  # engine decode steps so far (one backend call for all rows)
+        self.rows_run = 0  # rows ended so far
         self.tokens_run = 0  # tokens generated so far
         self.rows_cancelled = 0  # rows stopped because their client went away
+        self.jobs_admitted = 0
+
+    # ------------------------------------------------------------------ event-loop side
 
     def start(self) -> None:
-        """Start the worker task on the running event loop (again after :meth:`stop`, or on a
-        new loop: an app can outlive one ``asyncio.run``)."""
-        loop = asyncio.get_running_loop()
-        if self._task is not None and not self._task.done() and self._task.get_loop() is loop:
+        """Start the worker thread (again after :meth:`stop`)."""
+        if self._thread is not None and self._thread.is_alive():
             return
-        self._wakeup = asyncio.Event()
-        if self._closed:
-            self._executor = ThreadPoolExecutor(max_workers=1,
-                                                thread_name_prefix="tempscope-gen")
-            self._closed = False
-        self._task = loop.create_task(self._worker())
-        if self._pending:
-            self._wakeup.set()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._work, name="tempscope-gen", daemon=True)
+        self._thread.start()
 
     async def stop(self) -> None:
         """Cancel every job and stop the worker."""
-        for job in [*self._pending, *self._running]:
+        with self._lock:
+            jobs = [*self._pending, *self._running]
+            self._pending.clear()
+        for job in jobs:
             job.cancel()
             job._put(Done(None, BatcherBusy("the server is shutting down; retry in a moment")))
-        self._pending.clear()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        self._closed = True
+        self._stop.set()
+        self._wakeup.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            await asyncio.to_thread(thread.join, 30)
 
     def submit(self, rows: Sequence[RowSpec], *, top_alternatives: int = 5,
                events: bool = True) -> Job:
         """Queue a job; call from the event loop. Read its events (when ``events``) and then
         its :class:`Done` from ``job.queue``."""
         self.start()
-        queued = sum(len(j.rows) for j in self._pending)
-        if queued + len(rows) > self.max_queued_rows:
-            raise BatcherBusy(f"{queued} rows are already waiting; retry in a moment")
         job = Job(list(rows), top_alternatives, asyncio.get_running_loop(), events=events)
-        self._pending.append(job)
+        with self._lock:
+            queued = sum(len(j.rows) for j in self._pending)
+            if queued + len(rows) > self.max_queued_rows:
+                raise BatcherBusy(f"{queued} rows are already waiting; retry in a moment")
+            self._pending.append(job)
         self._wakeup.set()
         return job
 
-    async def _worker(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            if not self._pending:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                # Give requests sent at the same moment time to arrive and join this batch.
-                await asyncio.sleep(self.window_s)
-            batch = self._take()
-            if not batch:
-                continue
-            self._running = batch
-            try:
-                await loop.run_in_executor(self._executor, self._run, batch)
-            finally:
-                self._running = []
+    def stats(self) -> dict[str, Any]:
+        """Counters for /health: engine steps, rows, tokens, queue length."""
+        reused = getattr(self.model, "prefix_tokens_reused", None)
+        return {"batches": self.batches_run, "steps": self.batches_run, "rows": self.rows_run,
+                "tokens": self.tokens_run, "rows_cancelled": self.rows_cancelled,
+                "jobs": self.jobs_admitted, "queued_jobs": len(self._pending),
+                "running_jobs": len(self._running), "prefix_tokens_reused": reused}
 
-    def _take(self) -> list[Job]:
-        batch: list[Job] = []
-        size = prefill = 0
-        while self._pending:
-            job = self._pending[0]
-            if job.cancelled.is_set():
-                self._pending.popleft()
-                job._put(Done(None, asyncio.CancelledError()))
-                continue
-            if batch and size + len(job.rows) > self.max_rows:
-                break
-            tokens = _prompt_tokens(job.rows)
-            if (batch and self.max_prompt_tokens is not None
-                    and prefill + tokens > self.max_prompt_tokens):
-                break  # a long prefill waits for the next engine call instead of growing this
-            batch.append(self._pending.popleft())
-            size += len(job.rows)
-            prefill += tokens
-        return batch
+    # --------------------------------------------------------------------- worker side
 
-    def _run(self, batch: list[Job]) -> None:
-        """Worker thread: one engine call for the whole batch; on failure retry jobs alone so
-        one bad request cannot fail the others."""
-        try:
-            self._call(batch)
-        except Exception as exc:
-            if len(batch) == 1:
-                batch[0]._put(Done(None, exc))
-                return
-            for job in batch:
-                if job.started:
-                    job._put(Done(None, exc))
+    def _work(self) -> None:
+        """The worker thread: admit, step, route; sleep while there is nothing to do."""
+        import torch
+
+        decoder: Decoder | None = None
+        with torch.inference_mode():
+            while not self._stop.is_set():
+                if decoder is None:
+                    decoder = self._decoder()
+                if not decoder.busy and not self._pending:
+                    self._wakeup.wait()
+                    self._wakeup.clear()
+                    if self.window_s > 0 and not self._stop.is_set():
+                        # Requests sent at the same moment share the first prefill.
+                        self._stop.wait(self.window_s)
                     continue
                 try:
-                    self._call([job])
-                except Exception as single:
-                    job._put(Done(None, single))
+                    self._admit(decoder)
+                    if not decoder.busy:
+                        continue
+                    before = decoder.decode_steps
+                    ended = decoder.step()
+                except Exception as exc:
+                    self._failed(decoder, exc)
+                    decoder = None
+                    continue
+                self.batches_run += decoder.decode_steps - before
+                for row in ended:
+                    self._ended(row)
+        if decoder is not None:
+            decoder.close()
 
-    def _call(self, batch: list[Job]) -> None:
-        rows: list[RowSpec] = []
-        owner: list[tuple[Job, int]] = []
-        for job in batch:
-            for local, spec in enumerate(job.rows):
-                rows.append(spec)
-                owner.append((job, local))
+    def _decoder(self) -> Decoder:
+        biggest = max([len(r.prompt_ids) + r.max_new_tokens for j in self._pending
+                       for r in j.rows], default=1)
+        return self._make_decoder(self.model, on_step=self._on_step,
+                                  is_cancelled=self._is_cancelled, rows=self.max_rows,
+                                  tokens=max(biggest, MIN_ROW_TOKENS))
 
-        def on_step(event: StepEvent) -> None:
-            job, local = owner[event.row]
-            job.started = True
-            self.tokens_run += 1
-            if job.events:
-                job._put((local, event))
+    def _admit(self, decoder: Decoder) -> None:
+        """Move waiting jobs into the decoder, oldest first, while they fit."""
+        while True:
+            with self._lock:
+                if not self._pending:
+                    return
+                job = self._pending[0]
+            if job.cancelled.is_set():
+                self._drop_pending(job)
+                job._put(Done(None, asyncio.CancelledError()))
+                continue
+            if self._running and (job.alone or any(j.alone for j in self._running)):
+                return
+            if not job.states:
+                try:
+                    job.states = decoder.check(job.rows, range(self._next_row,
+                                                               self._next_row + len(job.rows)))
+                except ValueError as exc:
+                    self._drop_pending(job)
+                    job._put(Done(None, exc))
+                    continue
+            if decoder.busy and not self._fits(decoder, job):
+                return  # it waits, and so does every job behind it (arrival order)
+            self._drop_pending(job)
+            for local, state in enumerate(job.states):
+                self._owner[state.index] = (job, local)
+            self._next_row += len(job.rows)
+            job.left = len(job.rows)
+            self._running.append(job)
+            self.jobs_admitted += 1
+            decoder.admit(job.states, top_alternatives=job.top_alternatives)
 
-        def is_cancelled(row: int) -> bool:
-            return owner[row][0].cancelled.is_set()
+    def _fits(self, decoder: Decoder, job: Job) -> bool:
+        if not decoder.fits(job.states):
+            return False
+        if self.max_prompt_tokens is None:
+            return True
+        # Jobs admitted whose rows have not started yet still have prompts to prefill.
+        waiting = sum(_prompt_tokens(j.rows) for j in self._running if not j.started)
+        return waiting + _prompt_tokens(job.rows) <= self.max_prompt_tokens
 
-        top = max(job.top_alternatives for job in batch)
-        results = self._generate(self.model, rows, on_step=on_step, is_cancelled=is_cancelled,
-                                 top_alternatives=top)
-        self.batches_run += 1
-        self.rows_run += len(rows)
-        self.rows_cancelled += sum(r.finish_reason == "cancelled" for r in results)
-        start = 0
-        for job in batch:
-            job._put(Done(list(results[start:start + len(job.rows)])))
-            start += len(job.rows)
+    def _drop_pending(self, job: Job) -> None:
+        with self._lock:
+            if self._pending and self._pending[0] is job:
+                self._pending.popleft()
 
-    def stats(self) -> dict[str, Any]:
-        """Counters for /health: engine calls, rows, queue length."""
-        return {"batches": self.batches_run, "rows": self.rows_run, "tokens": self.tokens_run,
-                "rows_cancelled": self.rows_cancelled, "queued_jobs": len(self._pending),
-                "running_jobs": len(self._running)}
+    def _on_step(self, event: StepEvent) -> None:
+        job, local = self._owner[event.row]
+        job.started = True
+        self.tokens_run += 1
+        if job.events:
+            job._put((local, dataclasses.replace(event, row=local)))
+
+    def _is_cancelled(self, row: int) -> bool:
+        return self._owner[row][0].cancelled.is_set()
+
+    def _ended(self, row: RowState) -> None:
+        job, _ = self._owner.pop(row.index)
+        self.rows_run += 1
+        self.rows_cancelled += row.finish == "cancelled"
+        job.left -= 1
+        if job.left == 0:
+            self._running.remove(job)
+            job._put(Done([dataclasses.replace(s.result(), row=local)
+                           for local, s in enumerate(job.states)]))
+
+    def _failed(self, decoder: Decoder, exc: Exception) -> None:
+        """A step failed. Jobs that already streamed get the error; the others are retried
+        alone, each with a session of its own, so one bad request cannot fail the rest."""
+        decoder.close()
+        jobs, self._running = self._running, []
+        self._owner.clear()
+        retry: list[Job] = []
+        for job in jobs:
+            if job.started or job.alone or len(jobs) == 1:
+                job._put(Done(None, exc))
+            else:
+                job.alone = True
+                job.states = []
+                retry.append(job)
+        with self._lock:
+            self._pending.extendleft(reversed(retry))
