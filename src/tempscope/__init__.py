@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from tempscope._version import __version__
 from tempscope.distribution import (
     check_temperature,
     effective_vocab,
@@ -51,8 +52,6 @@ if TYPE_CHECKING:
     from tempscope.report import write_report
     from tempscope.sampling.batch import BatchSampler, probabilities
     from tempscope.study import SweepProgress, builtin_prompts, sweep
-
-__version__ = "0.1.0"
 
 _LAZY: dict[str, str] = {
     "Alternative": "generation",

@@ -465,7 +465,7 @@ def open_run(run_dir: Path, manifest: Mapping[str, Any]) -> list[Record]:
                 "settings to resume it, or give another --out directory"
             )
     else:
-        from tempscope import __version__
+        from tempscope._version import __version__
 
         _write_atomic(path, json.dumps({**wanted, "tempscope": __version__}, indent=2) + "\n")
     records, damaged = read_records(run_dir, complete_only=True, n=int(manifest["n"]))
