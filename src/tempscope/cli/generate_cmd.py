@@ -21,6 +21,7 @@ from tempscope.cli.model_args import add_model_arguments, load_from_args
 
 if TYPE_CHECKING:
     from tempscope.generation import Sample, StepEvent
+    from tempscope.remote_engine import RemoteSample
     from tempscope.sampling import SamplingParams
 
 BLANK = "______"
@@ -112,7 +113,7 @@ def _show(samples: Sequence[Sample], args: argparse.Namespace, to_json: Callable
 def _run_remote(client: Any, params: list[SamplingParams], args: argparse.Namespace,
                 seed: int) -> int:
     """``generate --endpoint``: one request per sample; refused settings warned about."""
-    from tempscope.cli.remote_options import generation_json, warn_ignored, warn_stats
+    from tempscope.cli.remote_options import warn_ignored, warn_stats
     from tempscope.remote_engine import remote_generate
 
     if args.chat:
@@ -131,7 +132,15 @@ def _run_remote(client: Any, params: list[SamplingParams], args: argparse.Namesp
               "T = 1 cannot be shown (NaN); pass --logprobs-raw if they are raw",
               file=sys.stderr)
     warn_stats(client)
-    return _show(samples, args, lambda: generation_json(samples))
+    return _show(samples, args, lambda: _remote_json(samples))
+
+
+def _remote_json(samples: Sequence[RemoteSample]) -> str:
+    """``generate --json`` for remote samples: the local fields plus ``remote``."""
+    return json.dumps([{**sample_dict(s), "remote": {
+        "ignored_settings": s.ignored, "logprobs_raw": s.logprobs_raw,
+        "sent_settings": s.sent}} for s in samples],
+        indent=2, ensure_ascii=False, default=str)
 
 
 def parse_options(args: argparse.Namespace) -> tuple[list[SamplingParams], int]:

@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING
 from tempscope.cli.common import check_output_file, parse_float, parse_seed, print_table
 from tempscope.cli.model_args import add_model_arguments, load_from_args
 from tempscope.cli.options import add_sampler_options, params_from_args, samplers_used
-from tempscope.cli.remote_options import add_remote_options, client_from_args, print_next
+from tempscope.cli.remote_options import add_remote_options, client_from_args
 
 if TYPE_CHECKING:
     from tempscope.nexttoken import NextTokenResult, TemperatureResult
+    from tempscope.remote_engine import RemoteNextToken
 
 DEFAULT_TEMPERATURES = ["0.1", "0.5", "1", "5", "10", "100"]
 
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         with client:
             remote = remote_next_token(client, args.prompt, temps, top=top, seed=seed,
                                        params=remote_params)
-        print_next(remote, as_json=args.json)
+        print_remote(remote, as_json=args.json)
         return 0
     # Checked before the model loads; next_token puts each -t temperature in turn.
     params = params_from_args(args, 1.0) if samplers_used(args) else None
@@ -158,6 +159,51 @@ def _print_temperature(result: NextTokenResult, r: TemperatureResult, vocab: int
           f"{r.effective_vocab:,.2f} of {vocab:,} tokens, top token {r.top_probability:.5f}, "
           f"sampled {r.sampled.display!r} (rank {r.sampled.rank}, p={r.sampled.probability:.5f})")
     print()
+
+
+def print_remote(result: RemoteNextToken, *, as_json: bool) -> None:
+    """What ``tempscope next --endpoint`` prints: the local layout, marked as top-N."""
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+        return
+    from tempscope.nexttoken import visible
+
+    kind = "raw" if result.logprobs_raw else "processed"
+    scope = "every token's" if result.exact else f"top-{result.top_n}"
+    print(f"{result.model} at {result.endpoint}: one max_tokens=1 request, "
+          f"{scope} {kind} logprobs, seed {result.seed}")
+    print(f"note: {result.note}")
+    if result.sent:
+        print("samplers switched off on the server: "
+              + ", ".join(f"{k}={v:g}" for k, v in result.sent.items()))
+    print()
+    for r in result.results:
+        if result.exact:
+            label = f"exact over all {result.top_n:,} tokens"
+        else:
+            label = "exact at T = 1" if r.exact else f"top-{result.top_n} renormalised"
+        print(f"LLM Temperature: {r.temperature:g} → {result.prompt}{r.tokens[r.sampled]}")
+        header = ["rank", "token", "log p (T=1)", "probability"]
+        rows = [[str(i + 1), visible(t), f"{lp:.4f}", f"{p:.5f}"]
+                for i, (t, lp, p) in enumerate(zip(r.tokens, r.logprobs, r.probabilities,
+                                                   strict=True))]
+        if r.processed is not None:  # the server's samplers ran: before and after
+            label += f"; processed: {' -> '.join(result.chain or [])} on the server"
+            header = ["rank", "token", "log p (T=1)", f"T={r.temperature:g} only", "processed"]
+            rows = [[*row, f"{q:.5f}"] for row, q in zip(rows, r.processed, strict=True)]
+        print_table(f"T = {r.temperature:g} ({label})", header, rows, highlight=r.sampled)
+        if r.kept is not None:
+            print(f"{r.kept:,} tokens survive the server's samplers")
+        if result.exact:
+            print(f"T={r.temperature:g}: entropy {r.entropy:.4f} nats (exact, before the "
+                  "samplers)")
+        else:
+            print(f"T={r.temperature:g}: entropy over the top-{result.top_n} {r.entropy:.4f} "
+                  f"nats; outside the top-{result.top_n} at T=1: {result.mass_outside:.5f}")
+        print()
+    if result.not_derived:
+        temps = " ".join(f"{t:g}" for t in result.not_derived)
+        print(f"not derived: T = {temps} (the server's logprobs are not raw)")
 
 
 def _plot(result: NextTokenResult, path: str) -> None:

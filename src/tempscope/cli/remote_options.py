@@ -1,6 +1,6 @@
-"""Options that send ``next``, ``generate`` and ``sweep`` to a remote OpenAI-compatible server
-(vLLM, llama.cpp's server, ``tempscope serve``) instead of the local model, and the remote
-versions of those commands' output.
+"""Options that send ``next``, ``generate``, ``sweep`` and ``study`` to a remote
+OpenAI-compatible server (vLLM, llama.cpp's server, ``tempscope serve``) instead of the local
+model, and the warnings a remote run adds.
 
 Example: ``tempscope sweep --endpoint http://127.0.0.1:8000/v1 --limit 4 --out runs/remote``
 """
@@ -8,18 +8,14 @@ Example: ``tempscope sweep --endpoint http://127.0.0.1:8000/v1 --limit 4 --out r
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from tempscope.cli.common import print_table
-
 if TYPE_CHECKING:
     from tempscope.remote import RemoteClient
-    from tempscope.remote_engine import RemoteNextToken, RemoteSample
 
 
 def add_remote_options(p: argparse.ArgumentParser) -> None:
@@ -94,58 +90,3 @@ def resumable(client: RemoteClient | None, out: object) -> Iterator[None]:
     if client is not None:
         warn_stats(client)
         client.close()
-
-
-def print_next(result: RemoteNextToken, *, as_json: bool) -> None:
-    """What ``tempscope next --endpoint`` prints: the local layout, marked as top-N."""
-    if as_json:
-        print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
-        return
-    from tempscope.nexttoken import visible
-
-    kind = "raw" if result.logprobs_raw else "processed"
-    scope = "every token's" if result.exact else f"top-{result.top_n}"
-    print(f"{result.model} at {result.endpoint}: one max_tokens=1 request, "
-          f"{scope} {kind} logprobs, seed {result.seed}")
-    print(f"note: {result.note}")
-    if result.sent:
-        print("samplers switched off on the server: "
-              + ", ".join(f"{k}={v:g}" for k, v in result.sent.items()))
-    print()
-    for r in result.results:
-        if result.exact:
-            label = f"exact over all {result.top_n:,} tokens"
-        else:
-            label = "exact at T = 1" if r.exact else f"top-{result.top_n} renormalised"
-        print(f"LLM Temperature: {r.temperature:g} → {result.prompt}{r.tokens[r.sampled]}")
-        header = ["rank", "token", "log p (T=1)", "probability"]
-        rows = [[str(i + 1), visible(t), f"{lp:.4f}", f"{p:.5f}"]
-                for i, (t, lp, p) in enumerate(zip(r.tokens, r.logprobs, r.probabilities,
-                                                   strict=True))]
-        if r.processed is not None:  # the server's samplers ran: before and after
-            label += f"; processed: {' -> '.join(result.chain or [])} on the server"
-            header = ["rank", "token", "log p (T=1)", f"T={r.temperature:g} only", "processed"]
-            rows = [[*row, f"{q:.5f}"] for row, q in zip(rows, r.processed, strict=True)]
-        print_table(f"T = {r.temperature:g} ({label})", header, rows, highlight=r.sampled)
-        if r.kept is not None:
-            print(f"{r.kept:,} tokens survive the server's samplers")
-        if result.exact:
-            print(f"T={r.temperature:g}: entropy {r.entropy:.4f} nats (exact, before the "
-                  "samplers)")
-        else:
-            print(f"T={r.temperature:g}: entropy over the top-{result.top_n} {r.entropy:.4f} "
-                  f"nats; outside the top-{result.top_n} at T=1: {result.mass_outside:.5f}")
-        print()
-    if result.not_derived:
-        temps = " ".join(f"{t:g}" for t in result.not_derived)
-        print(f"not derived: T = {temps} (the server's logprobs are not raw)")
-
-
-def generation_json(samples: Sequence[RemoteSample]) -> str:
-    """``generate --json`` for remote samples: the local fields plus ``remote``."""
-    from tempscope.cli.generate_cmd import sample_dict
-
-    return json.dumps([{**sample_dict(s), "remote": {
-        "ignored_settings": s.ignored, "logprobs_raw": s.logprobs_raw,
-        "sent_settings": s.sent}} for s in samples],
-        indent=2, ensure_ascii=False, default=str)
