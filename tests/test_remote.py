@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tempscope.generator import RemoteGenerator, Row
 from tempscope.remote import NEUTRAL_FIELDS, RemoteClient, RemoteError
 from tempscope.remote_engine import check_settings, remote_generate, remote_next_token
 from tempscope.sampling import SamplingParams
@@ -82,6 +83,28 @@ def test_generate_rows_seeded_and_raw(server: LiveServer) -> None:
         assert s.finish_reason in ("length", "eos") and s.ignored == []
         assert math.isfinite(s.mean_logprob) and s.logprobs_raw
         assert math.isnan(s.steps[0].logprob)  # processed numbers were not returned
+
+
+def test_generator_runs_rows_on_the_server(server: LiveServer) -> None:
+    """The interface the sweep and the CLI use: each row's own budget and stops, step events
+    and results as answers arrive, the same samples as remote_generate."""
+    greedy, hot = SamplingParams(temperature=0), SamplingParams(temperature=1.0)
+    rows = [Row("The cat", greedy, 3, 2), Row("A dog", hot, 4, 5),
+            Row("One two", greedy, None, 3, stop_at_newline=True)]
+    steps: list[object] = []
+    done: list[int] = []
+    with RemoteGenerator(client(server.base_url, concurrency=3)) as gen:
+        out = gen.run(rows, top_alternatives=2, on_step=steps.append,
+                      on_result=lambda i, s: done.append(i))
+        (again,) = remote_generate(gen.client, "A dog", hot, max_new_tokens=5, seed=4)
+        check = gen.check_settings({"default": hot})
+    assert sorted(done) == [0, 1, 2] and len(steps) == sum(len(s.steps) for s in out)
+    assert [(s.row, s.prompt) for s in out] == [(0, "The cat"), (1, "A dog"), (2, "One two")]
+    assert 1 <= out[0].n_tokens <= 2 and 1 <= out[1].n_tokens <= 5
+    assert out[1].text == again.text and out[1].seed == 4
+    assert gen.describe(out[1])["remote"]["logprobs_raw"] and check.logprobs_raw
+    assert check.manifest["remote"]["endpoint"] == server.base_url and check.ignored == []
+    assert gen.score_texts(["The cat"], [" sat"]) is None
 
 
 def test_refused_field_is_reported_not_sent(server: LiveServer) -> None:
