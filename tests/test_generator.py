@@ -73,7 +73,9 @@ def test_local_answers_every_question(tiny: Any) -> None:
     (s,) = gen.generate("The cat", SamplingParams(temperature=0), max_new_tokens=3)
     assert gen.describe(s) == {} and gen.stats() is None
     view = gen.next_token("The cat", [0.5, 2], top=4, seed=0)
-    assert view.temperatures == [0.5, 2.0] and len(view.results[0].top) == 4
+    labels, rows = view.across_temperatures()
+    assert len(labels) == 4 and [t for t, _ in rows] == [0.5, 2.0]
+    assert rows[0][1][0] > rows[1][1][0]  # the favourite's share falls as T rises
 
 
 def test_what_a_server_cannot_do_is_said_before_any_request() -> None:

@@ -169,6 +169,19 @@ def test_arrows_point_down(graph: Graph) -> None:
     assert not wrong, "imports against DESIGN.md's layers:\n" + "\n".join(wrong)
 
 
+def test_studies_and_commands_reach_a_server_through_the_generator(graph: Graph) -> None:
+    """One interface, two implementations (:mod:`tempscope.generator`): the studies and the
+    commands do not import the remote implementation. ``next`` still prints a server's
+    next-token view (:class:`~tempscope.remote_engine.RemoteNextToken`) with its own table."""
+    users = ["tempscope.study*", "tempscope.degeneration*", "tempscope.calibration_study",
+             "tempscope.cli*", "!tempscope.cli.next_cmd"]
+    wrong = sorted(f"{name} (line {line}) imports {target}"
+                   for name, edges in graph.items() if _matches(name, users)
+                   for target, line in edges.items()
+                   if target in ("tempscope.remote_engine", "tempscope.remote_wire"))
+    assert not wrong, "\n".join(wrong)
+
+
 def test_a_rule_catches_an_upward_import() -> None:
     bad: Graph = {"tempscope.sampling.x": {"tempscope.engine.backend": 3},
                   "tempscope.server.app": {"tempscope.cli.common": 9},

@@ -158,7 +158,7 @@ def test_nothing_listening_is_a_clear_error() -> None:
     assert "Traceback" not in proc.stderr
 
 
-def test_cli_next_and_generate(server: LiveServer) -> None:
+def test_cli_next_and_generate(server: LiveServer, tmp_path: Path) -> None:
     proc = run_cli("next", "The cat", "-t", "0.5", "1", "--top", "3", "--seed", "0",
                    "--endpoint", server.base_url)
     assert proc.returncode == 0, proc.stderr
@@ -167,6 +167,11 @@ def test_cli_next_and_generate(server: LiveServer) -> None:
                    "--endpoint", server.base_url)
     data = json.loads(proc.stdout)
     assert data["approximation"].startswith("top-") and 0 < data["mass_outside_top_n"] < 1
+    plot = tmp_path / "next.png"
+    proc = run_cli("next", "The cat", "-t", "0.5", "1", "2", "--top", "4", "--plot", str(plot),
+                   "--endpoint", server.base_url)
+    assert proc.returncode == 0, proc.stderr
+    assert plot.stat().st_size > 1000  # the returned tokens, side by side at each T
     proc = run_cli("generate", "The cat", "-t", "0", "0.8", "--n", "2", "--max-new-tokens",
                    "4", "--seed", "1", "--json", "--endpoint", server.base_url)
     assert proc.returncode == 0, proc.stderr

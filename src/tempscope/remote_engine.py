@@ -414,6 +414,16 @@ class RemoteNextToken:
     exact: bool = False
     chain: list[str] | None = None
 
+    def across_temperatures(self) -> tuple[list[str], list[tuple[float, list[float]]]]:
+        """The same tokens at every temperature, for a side-by-side view: the returned tokens
+        every view lists (likeliest at T = 1 first, whitespace made visible), and per
+        temperature their probabilities."""
+        from tempscope.nexttoken import visible
+
+        k = min(len(r.tokens) for r in self.results)
+        return ([visible(t) for t in self.results[0].tokens[:k]],
+                [(r.temperature, r.probabilities[:k]) for r in self.results])
+
     def to_dict(self) -> dict[str, Any]:
         d = {"model": self.model, "endpoint": self.endpoint, "prompt": self.prompt,
              "seed": self.seed, "logprobs_raw": self.logprobs_raw, "sent": self.sent,
