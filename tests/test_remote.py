@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tempscope.generator import RemoteGenerator, Row
 from tempscope.remote import NEUTRAL_FIELDS, RemoteClient, RemoteError
 from tempscope.remote_engine import check_settings, remote_generate, remote_next_token
 from tempscope.sampling import SamplingParams
@@ -84,6 +85,28 @@ def test_generate_rows_seeded_and_raw(server: LiveServer) -> None:
         assert math.isnan(s.steps[0].logprob)  # processed numbers were not returned
 
 
+def test_generator_runs_rows_on_the_server(server: LiveServer) -> None:
+    """The interface the sweep and the CLI use: each row's own budget and stops, step events
+    and results as answers arrive, the same samples as remote_generate."""
+    greedy, hot = SamplingParams(temperature=0), SamplingParams(temperature=1.0)
+    rows = [Row("The cat", greedy, 3, 2), Row("A dog", hot, 4, 5),
+            Row("One two", greedy, None, 3, stop_at_newline=True)]
+    steps: list[object] = []
+    done: list[int] = []
+    with RemoteGenerator(client(server.base_url, concurrency=3)) as gen:
+        out = gen.run(rows, top_alternatives=2, on_step=steps.append,
+                      on_result=lambda i, s: done.append(i))
+        (again,) = remote_generate(gen.client, "A dog", hot, max_new_tokens=5, seed=4)
+        check = gen.check_settings({"default": hot})
+    assert sorted(done) == [0, 1, 2] and len(steps) == sum(len(s.steps) for s in out)
+    assert [(s.row, s.prompt) for s in out] == [(0, "The cat"), (1, "A dog"), (2, "One two")]
+    assert 1 <= out[0].n_tokens <= 2 and 1 <= out[1].n_tokens <= 5
+    assert out[1].text == again.text and out[1].seed == 4
+    assert gen.describe(out[1])["remote"]["logprobs_raw"] and check.logprobs_raw
+    assert check.manifest["remote"]["endpoint"] == server.base_url and check.ignored == []
+    assert gen.score_texts(["The cat"], [" sat"]) is None
+
+
 def test_refused_field_is_reported_not_sent(server: LiveServer) -> None:
     with fault_proxy(server.url) as (url, faults):
         faults.refuse = {"min_p", "logprobs_mode"}
@@ -135,7 +158,7 @@ def test_nothing_listening_is_a_clear_error() -> None:
     assert "Traceback" not in proc.stderr
 
 
-def test_cli_next_and_generate(server: LiveServer) -> None:
+def test_cli_next_and_generate(server: LiveServer, tmp_path: Path) -> None:
     proc = run_cli("next", "The cat", "-t", "0.5", "1", "--top", "3", "--seed", "0",
                    "--endpoint", server.base_url)
     assert proc.returncode == 0, proc.stderr
@@ -144,6 +167,11 @@ def test_cli_next_and_generate(server: LiveServer) -> None:
                    "--endpoint", server.base_url)
     data = json.loads(proc.stdout)
     assert data["approximation"].startswith("top-") and 0 < data["mass_outside_top_n"] < 1
+    plot = tmp_path / "next.png"
+    proc = run_cli("next", "The cat", "-t", "0.5", "1", "2", "--top", "4", "--plot", str(plot),
+                   "--endpoint", server.base_url)
+    assert proc.returncode == 0, proc.stderr
+    assert plot.stat().st_size > 1000  # the returned tokens, side by side at each T
     proc = run_cli("generate", "The cat", "-t", "0", "0.8", "--n", "2", "--max-new-tokens",
                    "4", "--seed", "1", "--json", "--endpoint", server.base_url)
     assert proc.returncode == 0, proc.stderr

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from tempscope._version import __version__
 from tempscope.distribution import (
     check_temperature,
     effective_vocab,
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
         generate,
         generate_rows,
     )
+    from tempscope.generator import Generator, LocalGenerator, RemoteGenerator, as_generator
     from tempscope.metrics import bootstrap_ci, score_texts
     from tempscope.models import LoadedModel, ModelFacts, default_device, load_model
     from tempscope.nexttoken import (
@@ -52,17 +54,18 @@ if TYPE_CHECKING:
     from tempscope.sampling.batch import BatchSampler, probabilities
     from tempscope.study import SweepProgress, builtin_prompts, sweep
 
-__version__ = "0.1.0"
-
 _LAZY: dict[str, str] = {
     "Alternative": "generation",
     "BatchSampler": "sampling.batch",
     "Calibration": "calibration",
+    "Generator": "generator",
     "LoadedModel": "models",
+    "LocalGenerator": "generator",
     "ModelFacts": "models",
     "NextTokenResult": "nexttoken",
     "RemoteClient": "remote",
     "RemoteError": "remote",
+    "RemoteGenerator": "generator",
     "RemoteSample": "remote_engine",
     "remote_generate": "remote_engine",
     "remote_next_token": "remote_engine",
@@ -73,6 +76,7 @@ _LAZY: dict[str, str] = {
     "SweepProgress": "study",
     "TemperatureResult": "nexttoken",
     "TokenRow": "nexttoken",
+    "as_generator": "generator",
     "bootstrap_ci": "metrics",
     "builtin_prompts": "study",
     "calibrate": "calibration",
@@ -104,12 +108,15 @@ __all__ = [
     "BatchSampler",
     "Calibration",
     "DEFAULT_ORDER",
+    "Generator",
     "LoadedModel",
+    "LocalGenerator",
     "ModelFacts",
     "ModelLoadError",
     "NextTokenResult",
     "RemoteClient",
     "RemoteError",
+    "RemoteGenerator",
     "RemoteSample",
     "RowResult",
     "RowSpec",
@@ -122,6 +129,7 @@ __all__ = [
     "TokenDistribution",
     "TokenRow",
     "__version__",
+    "as_generator",
     "bootstrap_ci",
     "builtin_prompts",
     "calibrate",

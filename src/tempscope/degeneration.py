@@ -20,8 +20,8 @@ one sweep directory per decoder under ``out`` (``out/greedy``, ``out/top_k_40``,
 ``human.json`` (the passages, their continuations and scores) and ``timing.json``. A batch
 holds one decoder's rows only, so every row runs the same short sampler chain (a mixed batch
 would run every decoder's samplers over every row). Rerunning with the same settings resumes;
-other settings are refused. On a local model the end-of-text
-tokens get a logit bias of -100, so every generation has the full length, as in the paper
+other settings are refused. Where the engine knows its end-of-text tokens (a local model), they
+get a logit bias of -100, so every generation has the full length, as in the paper
 (perplexities use the raw log-probs, which no bias touches). :mod:`tempscope.degeneration_report`
 turns a study directory into tables, findings and the figure.
 """
@@ -43,6 +43,7 @@ from tempscope.sampling.params import SamplingParams
 
 if TYPE_CHECKING:
     from tempscope.engine.backend import Backend
+    from tempscope.generator import Generator
     from tempscope.remote import RemoteClient
     from tempscope.study import SweepProgress
 
@@ -138,7 +139,7 @@ def check_study(prompts: int, max_new_tokens: int, prompt_tokens: int,
 
 
 def run_degeneration(
-    model: Backend | RemoteClient | str | None,
+    model: Generator | Backend | RemoteClient | str | None,
     *,
     out: str | os.PathLike[str],
     prompts: int = 100,
@@ -153,45 +154,39 @@ def run_degeneration(
 
     Args:
         model: a loaded model, a name/path for :func:`tempscope.models.load_model` (``None`` =
-            the embedded default), or a :class:`tempscope.remote.RemoteClient`.
+            the embedded default), a :class:`tempscope.remote.RemoteClient`, or any
+            :class:`~tempscope.generator.Generator`.
         out: the study directory (created; rerun to resume).
         prompts: passages, one sample per passage and decoder.
         max_new_tokens: tokens per generation and per human continuation.
         prompt_tokens: prompt length cap, whole words.
         seed: base seed of every sampled row.
         batch_rows: rows decoded together (several prompts per engine call).
-        tokenizer: the model whose tokens cut the passages when ``model`` is remote (default
-            the embedded model); a local ``model`` always uses its own.
+        tokenizer: the model whose tokens cut the passages when ``model`` is a server
+            (default the embedded model; :attr:`Generator.tokenizer
+            <tempscope.generator.Generator.tokenizer>`); a local ``model`` uses its own.
         progress: called with the decoder's name and its sweep's progress.
     """
     from tempscope.corpus import human_references
-    from tempscope.models import load_model
-    from tempscope.remote import RemoteClient
+    from tempscope.generator import as_generator
     from tempscope.study import sweep
 
     texts = check_study(prompts, max_new_tokens, prompt_tokens, batch_rows)
-    remote = model if isinstance(model, RemoteClient) else None
-    lm: Backend | None = None
-    if remote is None:
-        lm = model if model is not None and not isinstance(model, (str, RemoteClient)) \
-            else load_model(model if isinstance(model, str) else None)
-    cutter = lm if lm is not None else (
-        tokenizer if tokenizer is not None and not isinstance(tokenizer, str)
-        else load_model(tokenizer))
+    gen = as_generator(model, tokenizer=tokenizer)
+    cutter = gen.tokenizer
     root = Path(out)
     start = time.monotonic()
     refs = human_references(cutter, texts, prompts, prompt_tokens=prompt_tokens,
                             continuation_tokens=max_new_tokens)
-    model_name = lm.name if lm is not None else _remote_name(remote)
-    settings = {"format": FORMAT, "model": model_name, "tokenizer": cutter.name,
+    settings = {"format": FORMAT, "model": gen.label, "tokenizer": cutter.name,
                 "prompts": prompts, "prompt_tokens": prompt_tokens,
                 "max_new_tokens": max_new_tokens, "seed": seed}
-    _human(root, settings, refs, lm)
+    _human(root, settings, refs, gen)
     tokens = 0
     for d in DECODERS:
         params = d.params
-        if lm is not None and lm.eos_token_ids:
-            params = params.model_copy(update={"logit_bias": dict.fromkeys(lm.eos_token_ids,
+        if gen.eos_token_ids:
+            params = params.model_copy(update={"logit_bias": dict.fromkeys(gen.eos_token_ids,
                                                                            EOS_BIAS)})
         seen = [0]  # tokens this decoder generated, from its last progress report
 
@@ -200,26 +195,18 @@ def run_degeneration(
             if progress is not None:
                 progress(label, p)
 
-        sweep(lm if lm is not None else remote, [r.prompt for r in refs],
+        sweep(gen, [r.prompt for r in refs],
               [_temperature(params)], configs={d.name: params}, n=1,
               max_new_tokens=max_new_tokens, seed=seed, out=sweep_dir(root, d.name),
               batch_rows=batch_rows, progress=on_progress)
         tokens += seen[0]
-    log_time(root, time.monotonic() - start, tokens_generated=tokens,
-             engine="remote" if lm is None else lm.engine)
+    log_time(root, time.monotonic() - start, tokens_generated=tokens, engine=gen.engine)
     return root
 
 
-def _remote_name(client: RemoteClient | None) -> str:
-    assert client is not None  # a study without a local model has a remote one
-    return f"{client.model} at {client.base_url}"
-
-
-def _human(root: Path, settings: dict[str, Any], refs: Sequence[Any],
-           lm: Backend | None) -> None:
-    """Write ``human.json`` (passages, continuations, their scores) or check the one there."""
-    from tempscope.metrics import score_texts
-
+def _human(root: Path, settings: dict[str, Any], refs: Sequence[Any], gen: Generator) -> None:
+    """Write ``human.json`` (passages, continuations, their scores where the engine can score
+    given text) or check the one there."""
     path = root / HUMAN_FILE
     if path.exists():
         old = read_json(path)
@@ -231,8 +218,7 @@ def _human(root: Path, settings: dict[str, Any], refs: Sequence[Any],
                                  f"({detail}); rerun with the same settings to resume it, or "
                                  "give another --out directory")
         return
-    scores = score_texts(lm, [r.prompt for r in refs], [r.continuation for r in refs]) \
-        if lm is not None else None
+    scores = gen.score_texts([r.prompt for r in refs], [r.continuation for r in refs])
     from tempscope.corpus import CORPUS
 
     data = {"settings": settings, "corpus": CORPUS, "passages": [

@@ -134,6 +134,14 @@ class NextTokenResult:
     def temperatures(self) -> list[float]:
         return [r.temperature for r in self.results]
 
+    def across_temperatures(self) -> tuple[list[str], list[tuple[float, list[float]]]]:
+        """The same tokens at every temperature, for a side-by-side view: the top rows at the
+        lowest temperature (as displayed), and per temperature their probabilities."""
+        coolest = min(self.results, key=lambda r: r.temperature)
+        ids = [row.token_id for row in coolest.top]
+        return ([row.display for row in coolest.top],
+                [(r.temperature, [float(r.probabilities[i]) for i in ids]) for r in self.results])
+
     def to_dict(self, *, full: bool = False) -> dict[str, Any]:
         """JSON-ready; ``full=True`` adds each temperature's whole distribution."""
         return {

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import random
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
@@ -86,11 +87,14 @@ class RemoteSample(Sample):
 
 @dataclass(frozen=True)
 class RemoteRow:
-    """One request: a prompt, its sampler settings and seed."""
+    """One request: a prompt, its sampler settings and seed, its token budget and the strings
+    that end it (the text stops before them)."""
 
     prompt: str
     params: SamplingParams
     seed: int | None
+    max_new_tokens: int = 64
+    stop: tuple[str, ...] = ()
 
 
 def request_fields(params: SamplingParams) -> dict[str, Any]:
@@ -146,9 +150,8 @@ def remote_rows(
     client: RemoteClient,
     rows: Sequence[RemoteRow],
     *,
-    max_new_tokens: int,
-    stop: Sequence[str] = (),
     top_alternatives: int = 5,
+    on_step: Callable[[StepEvent], None] | None = None,
     on_result: Callable[[int, RemoteSample], None] | None = None,
     processed: bool = False,
 ) -> list[RemoteSample]:
@@ -156,12 +159,13 @@ def remote_rows(
 
     Args:
         client: the server.
-        rows: ``(R,)`` prompt, params and seed per request.
-        max_new_tokens: ``max_tokens`` of each request.
-        stop: stop strings (sent to the server; the text stops before them).
+        rows: ``(R,)`` prompt, params, seed, ``max_tokens`` and stop strings per request.
         top_alternatives: ``logprobs`` asked for per step (alternatives kept per step).
+        on_step: called with each step event of an answer when it arrives (a server answers
+            a request whole), before ``on_result``.
         on_result: called with ``(row index, sample)`` as each answer arrives (in any order),
-            so a caller can save it before the next one comes.
+            so a caller can save it before the next one comes. The callbacks run one answer
+            at a time, never concurrently.
         processed: also fill each step's processed numbers (``logprob``, the alternatives'
             ``prob``: after the server's samplers) where the server can give them
             (llama-server's ``post_sampling_probs``): a second request per row, the same
@@ -177,27 +181,32 @@ def remote_rows(
     for row in rows:
         fields, ignored = wire_fields(client, row.params)
         body: dict[str, Any] = {
-            "prompt": row.prompt, "max_tokens": max_new_tokens,
+            "prompt": row.prompt, "max_tokens": row.max_new_tokens,
             "temperature": _temperature(row.params), "logprobs": top_alternatives,
             **fields, **logprob_fields,
         }
         if row.seed is not None:
             body["seed"] = row.seed
-        if stop:
-            body["stop"] = list(stop)
+        if row.stop:
+            body["stop"] = list(row.stop)
         plans.append((body, ignored, fields))
 
     both = processed and raw and client.server.is_llama_server
+    callbacks = threading.Lock()
 
     def one(i: int) -> RemoteSample:
         body, ignored, sent = plans[i]
         sample = _sample(client.completion(body), rows[i], i, raw=raw, ignored=ignored,
-                         stops=bool(stop), sent=sent)
+                         stops=bool(rows[i].stop), sent=sent)
         if both:
             again = client.completion({**body, "post_sampling_probs": True})
             sample.steps = _with_processed(sample.steps, again)
-        if on_result is not None:
-            on_result(i, sample)
+        with callbacks:
+            if on_step is not None:
+                for step in sample.steps:
+                    on_step(step)
+            if on_result is not None:
+                on_result(i, sample)
         return sample
 
     if len(rows) <= 1 or client.concurrency == 1:
@@ -294,12 +303,14 @@ def remote_generate(
     seed: int | None = None,
     logprobs: int = 5,
     processed: bool = False,
+    on_step: Callable[[StepEvent], None] | None = None,
 ) -> list[RemoteSample]:
     """:func:`tempscope.generate` against a server: one request per sample.
 
-    Args are those of :func:`tempscope.generate` (sample ``i`` gets ``derive_seed(seed, i)``);
-    ``logprobs`` is how many alternatives each step lists; ``processed`` also asks for the
-    numbers after the server's samplers (see :func:`remote_rows`).
+    Args are those of :func:`tempscope.generate` (sample ``i`` gets ``derive_seed(seed, i)``;
+    ``on_step`` sees each answer's step events when it arrives); ``logprobs`` is how many
+    alternatives each step lists; ``processed`` also asks for the numbers after the server's
+    samplers (see :func:`remote_rows`).
 
     Returns:
         ``len(prompts) * len(params) * n`` :class:`RemoteSample`, prompt-major, then params,
@@ -323,9 +334,9 @@ def remote_generate(
             for k in range(n):
                 s = derive_seed(seed if seed is not None else p.seed, k)
                 where.append((pi, qi, k))
-                rows.append(RemoteRow(prompt, p, s))
-    out = remote_rows(client, rows, max_new_tokens=max_new_tokens, stop=stops,
-                      top_alternatives=logprobs, processed=processed)
+                rows.append(RemoteRow(prompt, p, s, max_new_tokens, tuple(stops)))
+    out = remote_rows(client, rows, top_alternatives=logprobs, processed=processed,
+                      on_step=on_step)
     for sample, (pi, qi, k) in zip(out, where, strict=True):
         sample.prompt_index, sample.params_index, sample.sample_index = pi, qi, k
     return out
@@ -402,6 +413,16 @@ class RemoteNextToken:
     sent: dict[str, Any] = field(default_factory=dict)
     exact: bool = False
     chain: list[str] | None = None
+
+    def across_temperatures(self) -> tuple[list[str], list[tuple[float, list[float]]]]:
+        """The same tokens at every temperature, for a side-by-side view: the returned tokens
+        every view lists (likeliest at T = 1 first, whitespace made visible), and per
+        temperature their probabilities."""
+        from tempscope.nexttoken import visible
+
+        k = min(len(r.tokens) for r in self.results)
+        return ([visible(t) for t in self.results[0].tokens[:k]],
+                [(r.temperature, r.probabilities[:k]) for r in self.results])
 
     def to_dict(self) -> dict[str, Any]:
         d = {"model": self.model, "endpoint": self.endpoint, "prompt": self.prompt,

@@ -22,7 +22,6 @@ judge_logprob      mean log p(token) under the judge model (NaN without a judge)
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,7 +39,6 @@ from tempscope.metrics import (
 
 __all__ = [
     "cell_table",
-    "load_samples",
     "samples_frame",
     "summary_table",
 ]
@@ -77,14 +75,6 @@ def samples_frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
         "n_tokens", "finish_reason", *[m for m in SAMPLE_METRICS if m != "n_tokens"],
     ])
     return frame.sort_values([*CELL, "sample_index"], kind="stable").reset_index(drop=True)
-
-
-def load_samples(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
-    """The complete cells of a sweep directory as :func:`samples_frame`."""
-    from tempscope.study import read_records
-
-    records, _ = read_records(run_dir)
-    return samples_frame(records)
 
 
 def cell_table(samples: pd.DataFrame) -> pd.DataFrame:

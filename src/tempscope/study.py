@@ -20,13 +20,14 @@ A resumed sweep says exactly what an uninterrupted one says: the engines are bat
 (``Backend.reproducible``, recorded in the manifest), and where they are not (torch with
 ``reproducible=False``) a batch that was cut short runs again whole, in its first company.
 
-Remote engines: pass a :class:`tempscope.remote.RemoteClient` as ``model`` and the grid runs on
-that OpenAI-compatible server instead (vLLM, llama.cpp's server, ``tempscope serve``), one
-request per sample, ``client.concurrency`` at a time (:mod:`tempscope.remote_engine`). Each
-cell is appended as soon as its last sample arrives, so a server fault (after the client's
-retries) stops the sweep with a :class:`~tempscope.remote.RemoteError` and a rerun loses
-nothing already received. The manifest's ``remote`` entry records the endpoint, whether the
-log-probabilities were raw, and the sampler settings the server refused.
+The grid runs on any :class:`~tempscope.generator.Generator`: a local model, or an
+OpenAI-compatible server (vLLM, llama.cpp's server, ``tempscope serve``) when ``model`` is a
+:class:`tempscope.remote.RemoteClient`, one request per sample, ``client.concurrency`` at a
+time. Each cell is appended as soon as its last sample is back, so a server fault (after the
+client's retries) stops the sweep with a :class:`~tempscope.remote.RemoteError` and a rerun
+loses nothing already received. What the engine did with the settings goes into the manifest
+(:meth:`~tempscope.generator.Generator.check_settings`): for a server, its ``remote`` entry
+records the endpoint, whether the log-probabilities were raw, and the settings it refused.
 """
 
 from __future__ import annotations
@@ -35,9 +36,11 @@ import json
 import math
 import os
 import time
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
+from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +51,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from tempscope.engine.backend import Backend
-    from tempscope.generation import RowResult
+    from tempscope.generation import Sample, StepEvent
+    from tempscope.generator import Generator, Row
     from tempscope.remote import RemoteClient
     from tempscope.sampling import SamplingParams
 
@@ -157,7 +161,7 @@ def _prompt_lines(lines: Iterable[str]) -> list[str]:
 
 
 def sweep(
-    model: Backend | RemoteClient | str | None,
+    model: Generator | Backend | RemoteClient | str | None,
     prompts: str | Sequence[str] | None = None,
     temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
     *,
@@ -175,8 +179,9 @@ def sweep(
 
     Args:
         model: a loaded model, or a name/path for :func:`tempscope.models.load_model`
-            (``None`` = the embedded default), or a :class:`tempscope.remote.RemoteClient`
-            to run on a remote server (``chat`` is not supported there).
+            (``None`` = the embedded default), a :class:`tempscope.remote.RemoteClient` to run
+            on a remote server (``chat`` is not supported there), or any
+            :class:`~tempscope.generator.Generator`.
         prompts: a prompt or a list; ``None`` = :func:`builtin_prompts`.
         temperatures: the temperatures to sweep (each config is run at every one of them;
             a config's own temperature is replaced).
@@ -197,7 +202,8 @@ def sweep(
     Returns:
         One row per sample (see :func:`tempscope.results.samples_frame`), resumed ones included.
     """
-    from tempscope.generation import RowSpec, derive_seed, generate_rows
+    from tempscope.generation import derive_seed
+    from tempscope.generator import Row, as_generator
     from tempscope.models import load_model
     from tempscope.results import samples_frame
     from tempscope.sampling import SamplingParams
@@ -210,35 +216,24 @@ def sweep(
     config_map = dict(configs) if configs is not None else {"default": SamplingParams()}
     if not config_map:
         raise ValueError("configs is empty: give at least one named SamplingParams")
-    from tempscope.remote import RemoteClient
-
-    remote = model if isinstance(model, RemoteClient) else None
-    if remote is not None and chat:
-        raise ValueError("chat=True is not supported with a remote endpoint: put the chat "
-                         "template into the prompts yourself, or run locally")
-    lm: Backend | None = None
-    if remote is None:
-        lm = model if model is not None and not isinstance(model, (str, RemoteClient)) \
-            else load_model(model if isinstance(model, str) else None)
+    gen = as_generator(model)
+    gen.check_prompts(prompt_list, chat=chat)
     judge_lm = judge if judge is None or not isinstance(judge, str) else load_model(judge)
     grid = {
         (name, t): SamplingParams.model_validate({**params.model_dump(), "temperature": t})
         for name, params in config_map.items() for t in temps
     }
     manifest = {
-        "format": FORMAT, "model": lm.name if lm is not None else _remote_name(remote),
+        "format": FORMAT, "model": gen.name,
         "prompts": prompt_list, "temperatures": temps,
         "configs": {k: _params_dict(v) for k, v in config_map.items()}, "n": n,
         "max_new_tokens": max_new_tokens, "seed": seed, "chat": chat,
         "judge": None if judge_lm is None else judge_lm.name,
         # Whether a sample's tokens are independent of the rows batched with it; None: the
         # remote server decides (tempscope serve: yes; others: unknown).
-        "reproducible": None if lm is None else lm.reproducible,
+        "reproducible": gen.reproducible,
+        **gen.check_settings(grid).manifest,
     }
-    if remote is not None:
-        from tempscope.remote_engine import check_settings
-
-        manifest["remote"] = {"endpoint": remote.base_url, **check_settings(remote, grid)}
     run_dir = None if out is None else Path(out)
     records = [] if run_dir is None else open_run(run_dir, manifest)
     done = {_key(r) for r in records}
@@ -255,91 +250,63 @@ def sweep(
             progress(SweepProgress(len(done), cells_total, in_flight, fraction, tokens,
                                    now - start))
 
+    def save(keys: list[tuple[CellKey, int]], samples: list[Sample]) -> None:
+        """One complete cell: its records, judged, appended to the run."""
+        new = _records(prompt_list, grid, n, seed, keys, samples)
+        if judge_lm is not None:
+            _judge(judge_lm, new)
+        if run_dir is not None:
+            _append(run_dir / SAMPLES, new)
+        records.extend(new)
+        done.add(keys[0][0])
+
     report(0, 0.0, force=True)
-    prompt_ids = [[] if lm is None else _encode(lm, p, chat) for p in prompt_list]
     for batch in _batches(prompt_list, grid, n, batch_rows):
         cells = [(pi, name, t) for pi in batch for (name, t) in grid if (pi, name, t) not in done]
         if not cells:
             continue
-        if lm is not None and not lm.reproducible:
+        if gen.reproducible is False:
             # Rows depend on their company here: a batch cut short by a kill runs again whole,
             # as in the first run (only its missing cells are saved).
             cells = [(pi, name, t) for pi in batch for (name, t) in grid]
-        rows: list[tuple[CellKey, int]] = []  # (cell, sample index) per engine row
-        specs: list[RowSpec] = []
+        where: list[tuple[CellKey, int]] = []  # (cell, sample index) per engine row
+        rows: list[Row] = []
         for cell in cells:
             params = grid[cell[1:]]
             for k in range(1 if params.is_greedy else n):
-                rows.append((cell, k))
-                specs.append(RowSpec(prompt_ids=prompt_ids[cell[0]], params=params,
-                                     seed=derive_seed(seed, k), max_new_tokens=max_new_tokens))
+                where.append((cell, k))
+                rows.append(Row(prompt_list[cell[0]], params, derive_seed(seed, k),
+                                max_new_tokens))
 
-        def on_step(event: Any, in_flight: int = len(cells)) -> None:
+        def on_step(event: StepEvent, in_flight: int = len(cells)) -> None:
             nonlocal tokens
             tokens += 1
             report(in_flight, min(1.0, event.step / max(1, max_new_tokens)))
 
-        if lm is None:  # remote: each cell is saved (and judged) as soon as it is complete
-            assert remote is not None
-            new = _remote_batch(remote, prompt_list, grid, n, seed, rows, specs, run_dir,
-                                judge_lm)
-            tokens += sum(r["n_tokens"] for r in new)
-        else:
-            results = generate_rows(lm, specs, on_step=on_step,
-                                    top_alternatives=TOP_ALTERNATIVES)
-            new = [r for r in _records(prompt_list, grid, n, seed, rows, results)
-                   if _key(r) not in done]
-            if judge_lm is not None:
-                _judge(judge_lm, new)
-            if run_dir is not None:
-                _append(run_dir / SAMPLES, new)
-        records.extend(new)
-        done.update(cells)
+        _run_batch(gen, rows, where, chat=chat, done=done, save=save, on_step=on_step)
         report(0, 0.0, force=True)
     return samples_frame(records)
 
 
-def _remote_name(client: RemoteClient | None) -> str:
-    assert client is not None
-    return client.model
+def _run_batch(gen: Generator, rows: Sequence[Row], where: Sequence[tuple[CellKey, int]], *,
+               chat: bool, done: set[CellKey],
+               save: Callable[[list[tuple[CellKey, int]], list[Sample]], None],
+               on_step: Callable[[StepEvent], None]) -> None:
+    """Run one batch's rows (``where[i]``: row ``i``'s cell and sample index); ``save`` each
+    cell not ``done`` yet as soon as its last sample is back, so a fault loses no cell that
+    was complete."""
+    waiting = Counter(cell for cell, _ in where)
+    arrived: dict[CellKey, list[tuple[int, Sample]]] = defaultdict(list)
 
+    def on_result(i: int, sample: Sample) -> None:
+        cell = where[i][0]
+        arrived[cell].append((i, sample))
+        if len(arrived[cell]) == waiting[cell] and cell not in done:
+            mine = sorted(arrived[cell], key=itemgetter(0))
+            save([where[j] for j, _ in mine], [s for _, s in mine])
 
-def _remote_batch(client: RemoteClient, prompts: Sequence[str],
-                  grid: Mapping[tuple[str, float], SamplingParams], n: int, seed: int,
-                  rows: Sequence[tuple[CellKey, int]], specs: Sequence[Any],
-                  run_dir: Path | None, judge: Backend | None) -> list[Record]:
-    """Run one batch's rows on the server; append each cell as soon as it is complete."""
-    import threading
-
-    from tempscope.remote_engine import RemoteRow, remote_rows
-
-    need: dict[CellKey, int] = {}
-    for cell, _ in rows:
-        need[cell] = need.get(cell, 0) + 1
-    got: dict[int, Any] = {}
-    out: list[Record] = []
-    lock = threading.Lock()
-
-    def arrived(i: int, result: Any) -> None:
-        cell = rows[i][0]
-        with lock:
-            got[i] = result
-            mine = [j for j, (c, _) in enumerate(rows) if c == cell and j in got]
-            if len(mine) < need[cell]:
-                return
-            new = _records(prompts, grid, n, seed, [rows[j] for j in mine],
-                           [got[j] for j in mine])
-            if judge is not None:
-                _judge(judge, new)
-            if run_dir is not None:
-                _append(run_dir / SAMPLES, new)
-            out.extend(new)
-
-    remote_rows(client, [RemoteRow(prompts[cell[0]], spec.params, spec.seed)
-                         for (cell, _), spec in zip(rows, specs, strict=True)],
-                max_new_tokens=specs[0].max_new_tokens, top_alternatives=TOP_ALTERNATIVES,
-                on_result=arrived)
-    return out
+    gen.run(rows, chat=chat, top_alternatives=TOP_ALTERNATIVES, on_step=on_step,
+            on_result=on_result)
 
 
 def check_grid(prompts: Sequence[str], temperatures: Sequence[float], n: int,
@@ -360,13 +327,6 @@ def check_grid(prompts: Sequence[str], temperatures: Sequence[float], n: int,
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{what} must be a whole number >= 1, got {value!r}")
     return [check_temperature(t) for t in temperatures]
-
-
-def _encode(model: Backend, prompt: str, chat: bool) -> list[int]:
-    ids = model.encode(prompt, chat=chat)
-    if not ids:
-        raise ValueError(f"prompt {prompt!r} encodes to no tokens: give a longer prompt")
-    return ids
 
 
 def _params_dict(params: SamplingParams) -> dict[str, Any]:
@@ -393,12 +353,12 @@ def _key(record: Record) -> CellKey:
 
 def _records(prompts: Sequence[str], grid: Mapping[tuple[str, float], SamplingParams], n: int,
              seed: int, rows: Sequence[tuple[CellKey, int]],
-             results: Sequence[RowResult]) -> list[Record]:
+             results: Sequence[Sample]) -> list[Record]:
     """One record per sample, cell by cell; a greedy cell's single row is copied ``n`` times."""
     from tempscope.generation import derive_seed
     from tempscope.metrics import step_metrics
 
-    by_cell: dict[CellKey, list[RowResult]] = {}
+    by_cell: dict[CellKey, list[Sample]] = {}
     for (cell, _), result in zip(rows, results, strict=True):
         by_cell.setdefault(cell, []).append(result)
     out: list[Record] = []
@@ -465,7 +425,7 @@ def open_run(run_dir: Path, manifest: Mapping[str, Any]) -> list[Record]:
                 "settings to resume it, or give another --out directory"
             )
     else:
-        from tempscope import __version__
+        from tempscope._version import __version__
 
         _write_atomic(path, json.dumps({**wanted, "tempscope": __version__}, indent=2) + "\n")
     records, damaged = read_records(run_dir, complete_only=True, n=int(manifest["n"]))

@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="See, measure and control how sampling temperature shapes what a "
         "language model says.",
     )
-    from tempscope import __version__
+    from tempscope._version import __version__
 
     parser.add_argument("--version", action="version", version=f"tempscope {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from tempscope.cli.common import parse_float, parse_seed, print_table
 from tempscope.cli.limits import MAX_NEW_TOKENS, MAX_ROWS, MAX_TOP, check_range, check_rows
-from tempscope.cli.model_args import add_model_arguments, load_from_args
+from tempscope.cli.model_args import add_model_arguments
 
 if TYPE_CHECKING:
     from tempscope.generation import Sample, StepEvent
+    from tempscope.generator import Generator
     from tempscope.sampling import SamplingParams
 
 BLANK = "______"
@@ -84,16 +85,15 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("the prompt is empty: give some text, e.g. "
                          "tempscope generate \"The cat slept on the\"")
     params, seed = parse_options(args)
-    from tempscope.cli.remote_options import client_from_args
+    from tempscope.cli.remote_options import engine_run, generator_from_args, warn_settings
 
-    client = client_from_args(args)
-    if client is not None:
-        return _run_remote(client, params, args, seed)
-    model = load_from_args(args)
-    check_fits(model, args, rows=len(params) * args.n)
-    samples = run_generation(model, args.prompt, params, args, seed=seed)
-    return _show(samples, args, lambda: json.dumps([sample_dict(s) for s in samples], indent=2,
-                                                   ensure_ascii=False))
+    with engine_run(generator_from_args(args)) as gen:
+        gen.check_local(lambda model: check_fits(model, args, rows=len(params) * args.n))
+        samples = run_generation(gen, args.prompt, params, args, seed=seed)
+        warn_settings(gen.check_settings(dict(enumerate(params))), raw_note=True)
+    return _show(samples, args, lambda: json.dumps(
+        [{**sample_dict(s), **gen.describe(s)} for s in samples], indent=2, ensure_ascii=False,
+        default=str))
 
 
 def _show(samples: Sequence[Sample], args: argparse.Namespace, to_json: Callable[[], str]) -> int:
@@ -107,31 +107,6 @@ def _show(samples: Sequence[Sample], args: argparse.Namespace, to_json: Callable
     if not args.trace or len(samples) > 1:
         print_samples(samples)
     return 0
-
-
-def _run_remote(client: Any, params: list[SamplingParams], args: argparse.Namespace,
-                seed: int) -> int:
-    """``generate --endpoint``: one request per sample; refused settings warned about."""
-    from tempscope.cli.remote_options import generation_json, warn_ignored, warn_stats
-    from tempscope.remote_engine import remote_generate
-
-    if args.chat:
-        raise ValueError("--chat is not available with --endpoint: put the chat template into "
-                         "the prompt, or run on a local model")
-    with client:
-        samples = remote_generate(client, args.prompt, params, n=args.n,
-                                  max_new_tokens=args.max_new_tokens, stop=args.stop,
-                                  stop_at_newline=args.stop_at_newline, seed=seed,
-                                  logprobs=max(args.top, 1),
-                                  # the numbers after the server's samplers, where shown
-                                  processed=args.trace or args.json)
-    warn_ignored(sorted({f for s in samples for f in s.ignored}), client.refused)
-    if samples and not samples[0].logprobs_raw:
-        print("tempscope: note: the server's logprobs are processed, not raw: mean log p at "
-              "T = 1 cannot be shown (NaN); pass --logprobs-raw if they are raw",
-              file=sys.stderr)
-    warn_stats(client)
-    return _show(samples, args, lambda: generation_json(samples))
 
 
 def parse_options(args: argparse.Namespace) -> tuple[list[SamplingParams], int]:
@@ -167,17 +142,18 @@ def check_fits(model: Any, args: argparse.Namespace, *, rows: int) -> None:
                  option="--n", value=args.n)
 
 
-def run_generation(model: Any, prompt: str, params: list[SamplingParams],
+def run_generation(gen: Generator, prompt: str, params: list[SamplingParams],
                    args: argparse.Namespace, *, seed: int | None) -> list[Sample]:
-    """Call :func:`tempscope.generate` with the command's options, with a progress bar on
-    long interactive runs."""
-    from tempscope.generation import generate
+    """:meth:`Generator.generate <tempscope.generator.Generator.generate>` with the command's
+    options, with a progress bar on long interactive runs; a server is asked for the numbers
+    after its samplers too where they are shown (``--trace``, ``--json``)."""
 
     def call(on_step: Callable[[StepEvent], None] | None) -> list[Sample]:
-        return generate(model, prompt, params, n=args.n, max_new_tokens=args.max_new_tokens,
-                        stop=args.stop, stop_at_newline=args.stop_at_newline,
-                        seed=seed, chat=args.chat, on_step=on_step,
-                        top_alternatives=max(args.top, 1))
+        return gen.generate(prompt, params, n=args.n, max_new_tokens=args.max_new_tokens,
+                            stop=args.stop, stop_at_newline=args.stop_at_newline,
+                            seed=seed, chat=args.chat, on_step=on_step,
+                            top_alternatives=max(args.top, 1),
+                            processed=args.trace or args.json)
 
     rows = len(params) * args.n
     if args.json or not sys.stderr.isatty() or rows * args.max_new_tokens < PROGRESS_WORK:

@@ -11,12 +11,13 @@ import math
 from typing import TYPE_CHECKING
 
 from tempscope.cli.common import check_output_file, parse_float, parse_seed, print_table
-from tempscope.cli.model_args import add_model_arguments, load_from_args
+from tempscope.cli.model_args import add_model_arguments
 from tempscope.cli.options import add_sampler_options, params_from_args, samplers_used
-from tempscope.cli.remote_options import add_remote_options, client_from_args, print_next
+from tempscope.cli.remote_options import add_remote_options, engine_run, generator_from_args
 
 if TYPE_CHECKING:
     from tempscope.nexttoken import NextTokenResult, TemperatureResult
+    from tempscope.remote_engine import RemoteNextToken
 
 DEFAULT_TEMPERATURES = ["0.1", "0.5", "1", "5", "10", "100"]
 
@@ -71,31 +72,16 @@ def parse_options(args: argparse.Namespace) -> tuple[list[float], int, int | Non
 
 def run(args: argparse.Namespace) -> int:
     temps, top, seed = parse_options(args)
-    client = client_from_args(args)
-    if client is not None:  # a remote server: top-N logprobs instead of the full distribution
-        from tempscope.remote_engine import remote_next_token
-
-        if args.chat or args.plot:
-            raise ValueError("--chat and --plot are not available with --endpoint: leave "
-                             "them out, or run on a local model")
-        # Sampler options run on the server (llama-server: raw and processed side by side).
-        remote_params = params_from_args(args, 1.0) if samplers_used(args) else None
-        with client:
-            remote = remote_next_token(client, args.prompt, temps, top=top, seed=seed,
-                                       params=remote_params)
-        print_next(remote, as_json=args.json)
-        return 0
-    # Checked before the model loads; next_token puts each -t temperature in turn.
+    # Checked before the model loads; each -t temperature is put in turn (a server runs the
+    # samplers itself: llama-server shows raw and processed side by side).
     params = params_from_args(args, 1.0) if samplers_used(args) else None
-    model = load_from_args(args)
-    from tempscope.nexttoken import next_token
-
-    result = next_token(model, args.prompt, temps, top=top, seed=seed, chat=args.chat,
-                        params=params)
+    with engine_run(generator_from_args(args)) as gen:
+        result = gen.next_token(args.prompt, temps, top=top, seed=seed, chat=args.chat,
+                                params=params)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
     else:
-        print_result(result, model.vocab_size)
+        _print(result)
     if args.plot:
         _plot(result, args.plot)
         if not args.json:
@@ -160,16 +146,62 @@ def _print_temperature(result: NextTokenResult, r: TemperatureResult, vocab: int
     print()
 
 
-def _plot(result: NextTokenResult, path: str) -> None:
+def print_remote(result: RemoteNextToken) -> None:
+    """What ``tempscope next --endpoint`` prints: the local layout, marked as top-N."""
+    from tempscope.nexttoken import visible
+
+    kind = "raw" if result.logprobs_raw else "processed"
+    scope = "every token's" if result.exact else f"top-{result.top_n}"
+    print(f"{result.model} at {result.endpoint}: one max_tokens=1 request, "
+          f"{scope} {kind} logprobs, seed {result.seed}")
+    print(f"note: {result.note}")
+    if result.sent:
+        print("samplers switched off on the server: "
+              + ", ".join(f"{k}={v:g}" for k, v in result.sent.items()))
+    print()
+    for r in result.results:
+        if result.exact:
+            label = f"exact over all {result.top_n:,} tokens"
+        else:
+            label = "exact at T = 1" if r.exact else f"top-{result.top_n} renormalised"
+        print(f"LLM Temperature: {r.temperature:g} → {result.prompt}{r.tokens[r.sampled]}")
+        header = ["rank", "token", "log p (T=1)", "probability"]
+        rows = [[str(i + 1), visible(t), f"{lp:.4f}", f"{p:.5f}"]
+                for i, (t, lp, p) in enumerate(zip(r.tokens, r.logprobs, r.probabilities,
+                                                   strict=True))]
+        if r.processed is not None:  # the server's samplers ran: before and after
+            label += f"; processed: {' -> '.join(result.chain or [])} on the server"
+            header = ["rank", "token", "log p (T=1)", f"T={r.temperature:g} only", "processed"]
+            rows = [[*row, f"{q:.5f}"] for row, q in zip(rows, r.processed, strict=True)]
+        print_table(f"T = {r.temperature:g} ({label})", header, rows, highlight=r.sampled)
+        if r.kept is not None:
+            print(f"{r.kept:,} tokens survive the server's samplers")
+        if result.exact:
+            print(f"T={r.temperature:g}: entropy {r.entropy:.4f} nats (exact, before the "
+                  "samplers)")
+        else:
+            print(f"T={r.temperature:g}: entropy over the top-{result.top_n} {r.entropy:.4f} "
+                  f"nats; outside the top-{result.top_n} at T=1: {result.mass_outside:.5f}")
+        print()
+    if result.not_derived:
+        temps = " ".join(f"{t:g}" for t in result.not_derived)
+        print(f"not derived: T = {temps} (the server's logprobs are not raw)")
+
+
+def _print(result: NextTokenResult | RemoteNextToken) -> None:
+    """The text output of either kind of view: the whole vocabulary (a local model), or what a
+    server's log-probabilities give (:class:`~tempscope.remote_engine.RemoteNextToken`)."""
+    from tempscope.nexttoken import NextTokenResult
+
+    if isinstance(result, NextTokenResult):
+        print_result(result, int(result.logits.shape[0]))
+    else:
+        print_remote(result)
+
+
+def _plot(result: NextTokenResult | RemoteNextToken, path: str) -> None:
     from tempscope.plots import Panel, plot_panels
 
-    # Same tokens, same order in every panel: the top-N at the lowest temperature.
-    coolest = min(result.results, key=lambda r: r.temperature)
-    ids = [row.token_id for row in coolest.top]
-    labels = [row.display for row in coolest.top]
-    panels = [
-        Panel(f"T = {_t_label(r.temperature)}", labels,
-              [float(r.probabilities[i]) for i in ids])
-        for r in result.results
-    ]
+    labels, rows = result.across_temperatures()
+    panels = [Panel(f"T = {_t_label(t)}", labels, probs) for t, probs in rows]
     plot_panels(panels, path, suptitle=f"next token after {result.prompt!r} ({result.model})")

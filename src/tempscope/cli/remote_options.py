@@ -1,6 +1,7 @@
-"""Options that send ``next``, ``generate`` and ``sweep`` to a remote OpenAI-compatible server
-(vLLM, llama.cpp's server, ``tempscope serve``) instead of the local model, and the remote
-versions of those commands' output.
+"""Which engine a command runs on: the local model (``-m``, :mod:`tempscope.cli.model_args`) or
+a remote OpenAI-compatible server (vLLM, llama.cpp's server, ``tempscope serve``) with
+``--endpoint``. The choice is made once, here (:func:`generator_from_args`); the commands then
+talk to a :class:`~tempscope.generator.Generator` and print what it reports.
 
 Example: ``tempscope sweep --endpoint http://127.0.0.1:8000/v1 --limit 4 --out runs/remote``
 """
@@ -8,18 +9,15 @@ Example: ``tempscope sweep --endpoint http://127.0.0.1:8000/v1 --limit 4 --out r
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from tempscope.cli.common import print_table
-
 if TYPE_CHECKING:
+    from tempscope.generator import Generator, SettingsCheck
     from tempscope.remote import RemoteClient
-    from tempscope.remote_engine import RemoteNextToken, RemoteSample
 
 
 def add_remote_options(p: argparse.ArgumentParser) -> None:
@@ -59,93 +57,55 @@ def client_from_args(args: argparse.Namespace) -> RemoteClient | None:
                         concurrency=args.concurrency, logprobs_raw=args.logprobs_raw)
 
 
-def warn_ignored(ignored: Sequence[str], refused: dict[str, str] | None = None) -> None:
-    """One line on stderr naming the sampler settings the server refused."""
-    if not ignored:
-        return
-    why = ""
-    if refused:
-        first = next((refused[k] for k in ignored if refused.get(k)), "")
+def generator_from_args(args: argparse.Namespace) -> Generator:
+    """The engine the options ask for: a server with ``--endpoint`` (``--tokenizer``, where the
+    command has it, names the local model that measures text in tokens for it), else the
+    local model the model options name, loaded."""
+    from tempscope.generator import LocalGenerator, RemoteGenerator
+
+    client = client_from_args(args)
+    tokenizer = getattr(args, "tokenizer", None)
+    if client is not None:
+        return RemoteGenerator(client, tokenizer=tokenizer)
+    if tokenizer is not None:
+        raise ValueError("--tokenizer is for --endpoint runs; a local model cuts the "
+                         "passages with its own tokens")
+    from tempscope.cli.model_args import load_from_args
+
+    return LocalGenerator(load_from_args(args))
+
+
+def warn_settings(check: SettingsCheck, *, raw_note: bool = False) -> None:
+    """On stderr: one line naming the sampler settings the engine will not apply, and with
+    ``raw_note`` one saying when its log-probabilities are not raw."""
+    if check.ignored:
+        first = next((check.refused[k] for k in check.ignored if check.refused.get(k)), "")
         why = f" (server said: {first[:160]})" if first else ""
-    print(f"tempscope: warning: the server refused {', '.join(ignored)}; these settings were "
-          f"NOT applied{why}", file=sys.stderr)
-
-
-def warn_stats(client: RemoteClient) -> None:
-    """One line on stderr when requests had to be retried."""
-    s = client.stats
-    if s.retries:
-        print(f"tempscope: {s.requests} requests, {s.retries} retried "
-              f"({', '.join(sorted(set(s.retried_statuses)))})", file=sys.stderr)
+        print(f"tempscope: warning: the server refused {', '.join(check.ignored)}; these "
+              f"settings were NOT applied{why}", file=sys.stderr)
+    if raw_note and not check.logprobs_raw:
+        print("tempscope: note: the server's logprobs are processed, not raw: mean log p at "
+              "T = 1 cannot be shown (NaN); pass --logprobs-raw if they are raw",
+              file=sys.stderr)
 
 
 @contextmanager
-def resumable(client: RemoteClient | None, out: object) -> Iterator[None]:
-    """Around a resumable run (sweep, study): a server fault that ends it says the samples so
-    far are saved and a rerun resumes; a run that ends well reports the client's retries and
-    closes it."""
+def engine_run(gen: Generator, out: object = None) -> Iterator[Generator]:
+    """Around a command's work on ``gen``: a server fault that ends a resumable run (``out``:
+    its directory) says the samples so far are saved and a rerun resumes; a run that ends well
+    reports what the transport went through (retries). The generator is closed either way."""
     from tempscope.remote import RemoteError
 
     try:
-        yield
+        yield gen
     except RemoteError as exc:
+        if out is None:
+            raise
         raise RemoteError(f"{exc}; the samples received so far are saved in {out}: rerun "
                           "the same command to resume") from None
-    if client is not None:
-        warn_stats(client)
-        client.close()
-
-
-def print_next(result: RemoteNextToken, *, as_json: bool) -> None:
-    """What ``tempscope next --endpoint`` prints: the local layout, marked as top-N."""
-    if as_json:
-        print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
-        return
-    from tempscope.nexttoken import visible
-
-    kind = "raw" if result.logprobs_raw else "processed"
-    scope = "every token's" if result.exact else f"top-{result.top_n}"
-    print(f"{result.model} at {result.endpoint}: one max_tokens=1 request, "
-          f"{scope} {kind} logprobs, seed {result.seed}")
-    print(f"note: {result.note}")
-    if result.sent:
-        print("samplers switched off on the server: "
-              + ", ".join(f"{k}={v:g}" for k, v in result.sent.items()))
-    print()
-    for r in result.results:
-        if result.exact:
-            label = f"exact over all {result.top_n:,} tokens"
-        else:
-            label = "exact at T = 1" if r.exact else f"top-{result.top_n} renormalised"
-        print(f"LLM Temperature: {r.temperature:g} → {result.prompt}{r.tokens[r.sampled]}")
-        header = ["rank", "token", "log p (T=1)", "probability"]
-        rows = [[str(i + 1), visible(t), f"{lp:.4f}", f"{p:.5f}"]
-                for i, (t, lp, p) in enumerate(zip(r.tokens, r.logprobs, r.probabilities,
-                                                   strict=True))]
-        if r.processed is not None:  # the server's samplers ran: before and after
-            label += f"; processed: {' -> '.join(result.chain or [])} on the server"
-            header = ["rank", "token", "log p (T=1)", f"T={r.temperature:g} only", "processed"]
-            rows = [[*row, f"{q:.5f}"] for row, q in zip(rows, r.processed, strict=True)]
-        print_table(f"T = {r.temperature:g} ({label})", header, rows, highlight=r.sampled)
-        if r.kept is not None:
-            print(f"{r.kept:,} tokens survive the server's samplers")
-        if result.exact:
-            print(f"T={r.temperature:g}: entropy {r.entropy:.4f} nats (exact, before the "
-                  "samplers)")
-        else:
-            print(f"T={r.temperature:g}: entropy over the top-{result.top_n} {r.entropy:.4f} "
-                  f"nats; outside the top-{result.top_n} at T=1: {result.mass_outside:.5f}")
-        print()
-    if result.not_derived:
-        temps = " ".join(f"{t:g}" for t in result.not_derived)
-        print(f"not derived: T = {temps} (the server's logprobs are not raw)")
-
-
-def generation_json(samples: Sequence[RemoteSample]) -> str:
-    """``generate --json`` for remote samples: the local fields plus ``remote``."""
-    from tempscope.cli.generate_cmd import sample_dict
-
-    return json.dumps([{**sample_dict(s), "remote": {
-        "ignored_settings": s.ignored, "logprobs_raw": s.logprobs_raw,
-        "sent_settings": s.sent}} for s in samples],
-        indent=2, ensure_ascii=False, default=str)
+    else:
+        note = gen.stats()
+        if note is not None:
+            print(f"tempscope: {note}", file=sys.stderr)
+    finally:
+        gen.close()

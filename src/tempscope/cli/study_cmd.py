@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from tempscope.cli.common import check_output_dir, parse_seed
 from tempscope.cli.limits import MAX_NEW_TOKENS, MAX_ROWS, check_range
-from tempscope.cli.model_args import add_model_arguments, load_from_args
+from tempscope.cli.model_args import add_model_arguments
 
 if TYPE_CHECKING:
     from tempscope.study import SweepProgress
@@ -76,33 +76,20 @@ def run_degeneration_cmd(args: argparse.Namespace) -> int:
     check_range(args.batch_rows, "--batch-rows", high=MAX_ROWS)
     parse_seed(str(args.seed))
     check_study(args.prompts, args.max_new_tokens, args.prompt_tokens, args.batch_rows)
-    from tempscope.cli.remote_options import client_from_args, resumable, warn_ignored
+    from tempscope.cli.limits import check_context
+    from tempscope.cli.remote_options import engine_run, generator_from_args, warn_settings
+    from tempscope.degeneration import DECODERS
 
     started = time.monotonic()
-    client = client_from_args(args)
-    tokenizer = None
-    if client is None:
-        if args.tokenizer is not None:
-            raise ValueError("--tokenizer is for --endpoint runs; a local model cuts the "
-                             "passages with its own tokens")
-        model = load_from_args(args)
-        from tempscope.cli.limits import check_context
-
-        check_context(model, args.prompt_tokens + 1, args.max_new_tokens)  # + a BOS token
-    else:
-        from tempscope.degeneration import DECODERS
-        from tempscope.models import load_model
-        from tempscope.remote_engine import check_settings
-
-        found = check_settings(client, {d.name: d.params for d in DECODERS})
-        warn_ignored(found["ignored"], found["refused"])
-        tokenizer = load_model(args.tokenizer, device="cpu")
-    with resumable(client, args.out):
-        run_degeneration(client if client is not None else model, out=args.out,
-                         prompts=args.prompts, max_new_tokens=args.max_new_tokens,
-                         prompt_tokens=args.prompt_tokens, seed=args.seed,
-                         batch_rows=args.batch_rows, tokenizer=tokenizer,
-                         progress=_Progress())
+    gen = generator_from_args(args)
+    # + a BOS token
+    gen.check_local(lambda model: check_context(model, args.prompt_tokens + 1,
+                                                args.max_new_tokens))
+    warn_settings(gen.check_settings({d.name: d.params for d in DECODERS}))
+    with engine_run(gen, args.out):
+        run_degeneration(gen, out=args.out, prompts=args.prompts,
+                         max_new_tokens=args.max_new_tokens, prompt_tokens=args.prompt_tokens,
+                         seed=args.seed, batch_rows=args.batch_rows, progress=_Progress())
     html = write_degeneration_report(args.out)
     print(f"{args.out}/report.md, {html} and {args.out}/figures/degeneration.png written in "
           f"{time.monotonic() - started:.0f} s")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from tempscope.cli.common import check_output_dir, parse_seed
 from tempscope.cli.limits import MAX_NEW_TOKENS, MAX_ROWS, check_range, check_rows
-from tempscope.cli.model_args import add_model_arguments, load_from_args
+from tempscope.cli.model_args import add_model_arguments
 
 if TYPE_CHECKING:
     from tempscope.sampling import SamplingParams
@@ -104,17 +104,12 @@ def run(args: argparse.Namespace) -> int:
     check_rows(block, f"one prompt's {len(configs)} config(s) x {len(temperatures)} "
                f"temperature(s) x --n {args.n}",
                "use a smaller --n, or fewer temperatures or configs")
-    from tempscope.cli.remote_options import client_from_args, resumable, warn_ignored
+    from tempscope.cli.remote_options import engine_run, generator_from_args, warn_settings
 
-    client = client_from_args(args)
-    model: Any = client if client is not None else load_from_args(args)
-    if client is None:
-        _check_fits(model, prompts, args, block=block, total=block * len(prompts))
-    else:
-        from tempscope.remote_engine import check_settings
-
-        found = check_settings(client, configs)
-        warn_ignored(found["ignored"], found["refused"])
+    gen = generator_from_args(args)
+    gen.check_local(lambda model: _check_fits(model, prompts, args, block=block,
+                                              total=block * len(prompts)))
+    warn_settings(gen.check_settings(configs))
     judge = None
     if args.judge is not None:
         from tempscope.models import load_model
@@ -122,8 +117,8 @@ def run(args: argparse.Namespace) -> int:
         judge = load_model(args.judge, device=args.device)
     from tempscope.study import sweep
 
-    with resumable(client, args.out), _ProgressBar() as bar:
-        frame = sweep(model, prompts, temperatures, configs=configs, n=args.n,
+    with engine_run(gen, args.out), _ProgressBar() as bar:
+        frame = sweep(gen, prompts, temperatures, configs=configs, n=args.n,
                       max_new_tokens=args.max_new_tokens, seed=args.seed, out=args.out,
                       judge=judge, chat=args.chat, batch_rows=args.batch_rows,
                       progress=bar.update)

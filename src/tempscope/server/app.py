@@ -73,7 +73,7 @@ def create_app(model: Backend, *, api_key: str | None = None,
         yield
         await batcher.stop()
 
-    from tempscope import __version__
+    from tempscope._version import __version__
 
     app = FastAPI(title="tempscope", version=__version__, lifespan=lifespan,
                   description="OpenAI-compatible completions with any sampler, next-token "
