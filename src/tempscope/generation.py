@@ -727,13 +727,16 @@ def _alternatives(logp: torch.Tensor, raw_logp: torch.Tensor, k: int) -> torch.T
     the ones it removed, in the model's own (raw) order."""
     if k == 0:
         return torch.empty((logp.shape[0], 0), dtype=torch.long, device=logp.device)
+    first = logp.topk(k, dim=-1)  # (b, k), kept tokens lead
+    if bool(torch.isfinite(first.values[:, -1]).all()):
+        return first.indices  # every row kept at least k tokens (the usual case)
+    first_ids = first.indices
     kept = torch.isfinite(logp)  # (b, V)
-    first = logp.topk(k, dim=-1).indices  # (b, k), kept tokens lead
     rest = torch.where(kept, -math.inf, raw_logp).topk(k, dim=-1).indices  # (b, k)
     n_kept = kept.sum(-1, keepdim=True).clamp(max=k)  # (b, 1)
     j = torch.arange(k, device=logp.device)  # (k,)
     pick = torch.where(j < n_kept, j, k + j - n_kept)  # (b, k) into cat([first, rest])
-    return torch.cat([first, rest], dim=1).gather(1, pick)
+    return torch.cat([first_ids, rest], dim=1).gather(1, pick)
 
 
 def generate(

@@ -232,7 +232,11 @@ class BatchSampler:
             values, ids = self._candidates
             at = torch.where(greedy, values.argmax(dim=-1), inverse_cdf(values, u))  # (B,)
             return ids.gather(-1, at[:, None])[:, 0]
+        if not any(self._draw):
+            return processed.argmax(dim=-1)
         drawn = inverse_cdf(processed, u)
+        if all(self._draw):
+            return drawn
         return torch.where(greedy, processed.argmax(dim=-1), drawn)
 
     def accept(self, tokens: Tensor) -> None:
