@@ -661,7 +661,7 @@ def _step(model: Backend, sampler: BatchSampler, logits: torch.Tensor, active: l
     sampler.accept(tokens)
     raw_entropy = -(raw_logp.exp() * raw_logp).sum(-1)  # (b,)
     p = logp.exp()
-    entropy = torch.where(p > 0, -p * logp, torch.zeros_like(p)).sum(-1)  # (b,)
+    entropy = -(p * logp).nansum(-1)  # (b,) a removed token: 0 * -inf = NaN, counted as 0
     chosen = tokens[:, None]
     chosen_raw = raw_logp.gather(1, chosen)  # (b, 1)
     rank = (raw_logp > chosen_raw).sum(-1) + 1  # (b,) 1 = the model's own favourite

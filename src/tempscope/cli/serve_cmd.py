@@ -39,8 +39,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="most prompt tokens of all prompts of one request (default "
                    f"{d.max_request_prompt_tokens})")
     p.add_argument("--max-batch-prompt-tokens", type=int, default=d.max_batch_prompt_tokens,
-                   metavar="N", help="most prompt tokens one engine call prefills; longer "
-                   f"requests run alone (default {d.max_batch_prompt_tokens})")
+                   metavar="N", help="most prompt tokens admitted and still waiting to be "
+                   "prefilled; a request over it alone runs when no other prompt waits "
+                   f"(default {d.max_batch_prompt_tokens})")
     p.add_argument("--header-timeout", type=float, default=d.header_timeout_s,
                    metavar="SECONDS", help="a connection whose request headers are not "
                    f"complete after this long is closed (default {d.header_timeout_s:g})")

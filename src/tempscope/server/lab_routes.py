@@ -176,8 +176,8 @@ async def continue_text(body: ContinueRequest, request: Request
     seed = body.seed if body.seed is not None else secrets.randbelow(2**31)
     rows = lab.side_by_side_rows(ids, params, seed=seed, max_new_tokens=max_tokens)
     # Ranks are counted among the alternatives each step lists. The server's cap on them
-    # applies: the batcher gives every row of a merged batch the largest count any job asks
-    # for, so a longer list here would cost every request that shares the batch.
+    # applies: rows that share a sampler chain in the scheduler list the largest count any
+    # of their jobs asks for, so a longer list here would cost the requests beside it.
     job = st.submit(rows, top_alternatives=limits.max_top_logprobs, events=body.stream)
     pieces = [LabPiece(token_id=t, text=st.model.token_text(t)) for t in appended]
     temps = list(body.temperatures)

@@ -23,16 +23,17 @@ class ServerLimits:
     # tokenized: real text runs 3-6 characters a token, and a tokenizer can take quadratic
     # time on pathological text (llama.cpp: 21 s for 90,000 copies of "<|im_end|>").
     prompt_chars_per_token: int = 32
-    max_batch_prompt_tokens: int = 8192  # prompt tokens one engine call prefills (a request
-    # over it runs alone; requests are never split)
+    max_batch_prompt_tokens: int = 8192  # prompt tokens admitted and not yet prefilled (a
+    # request over it runs when no other prompt waits; requests are never split)
     max_body_bytes: int = 1_000_000  # request body size (413 above it)
     max_stop: int = 4  # most stop strings, as OpenAI allows
     max_stop_chars: int = 200  # longest stop string
     max_top_logprobs: int = 20  # most alternatives per token in logprobs
     max_temperatures: int = 16  # most temperatures in one /v1/distribution call
     max_top: int = 200  # longest top-N table in /v1/distribution
-    max_batch_rows: int = 64  # most rows merged into one engine call
-    batch_window_ms: float = 5.0  # how long the batcher waits to collect requests
+    max_batch_rows: int = 64  # most rows decoding (or prefilling) at once, every request's
+    batch_window_ms: float = 5.0  # when idle, how long the scheduler waits for requests sent
+    # at the same moment (they then share the first prefill)
     max_queued_rows: int = 1024  # rows waiting before new requests get a 503
     body_timeout_s: float = 30.0  # a client that sends no body bytes for this long gets a 408
     header_timeout_s: float = 10.0  # request headers not complete after this long: closed
