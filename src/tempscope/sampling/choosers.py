@@ -24,8 +24,8 @@ def uniforms(generators: Sequence[torch.Generator | None], draw: Sequence[bool],
     for gen, wanted in zip(generators, draw, strict=True):
         if wanted:
             dev = gen.device if gen is not None else device
-            draw = torch.rand((), generator=gen, device=dev, dtype=torch.float64)
-            out.append(draw if dev == device else draw.to(device))
+            one = torch.rand((), generator=gen, device=dev, dtype=torch.float64)
+            out.append(one if dev == device else one.to(device))
         else:
             out.append(torch.zeros((), dtype=torch.float64, device=device))
     return torch.stack(out) if out else torch.zeros(0, dtype=torch.float64, device=device)
