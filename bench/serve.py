@@ -517,19 +517,21 @@ def markdown(res: dict[str, Any]) -> str:
     """The table: one row per number, tempscope beside llama-server, the goals."""
     m, v = res["machine"], res["versions"]
     skipped = res["sides"].get(LLAMA, {}).get("skipped")
-    lines = [
+    about = (
         f"Measured {res['date']} on {m['cpu']} ({m['cores']} cores), {THREADS} threads per "
         f"server, one server up at a time; load average {m['load_average_start'][0]:.2f} at "
         f"start, {res['load_average_end'][0]:.2f} at end. tempscope {v['tempscope']} "
         f"({res['engine']} engine, commit {v['tempscope_commit'][:10]}"
-        f"{', uncommitted changes' if v['tempscope_dirty'] else ''}); llama-server "
-        f"{v['llama_server'] or '-'} "
-        "(`bench/serve.py`" + (", --quick: smoke-test sizes, not comparable" if res["quick"]
-                               else "") + ")." + (f" llama-server {skipped}." if skipped else ""),
-        "",
-        "| measurement | tempscope | llama-server | tempscope / llama-server | goal | met |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
+        f"{', uncommitted changes' if v['tempscope_dirty'] else ''})")
+    if v["llama_server"]:
+        about += f"; llama-server {v['llama_server']}"
+    about += " (`bench/serve.py`"
+    about += ", --quick: smoke-test sizes, not comparable)." if res["quick"] else ")."
+    if skipped:
+        about += f" llama-server {skipped}."
+    lines = [about, "",
+             "| measurement | tempscope | llama-server | tempscope / llama-server | goal | met |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for r in rows(res):
         a, b = r[TEMPSCOPE], r[LLAMA]
         cells = ["-" if x is None else f"{x:.3f} s" if r["unit"] == "s" else f"{x:.0f} tok/s"
@@ -589,7 +591,9 @@ def main(argv: list[str] | None = None) -> int:
                "skipped: not built; run scripts/build-llama-server.sh (~10 min on 2 cores, "
                "once) or set TEMPSCOPE_LLAMA_SERVER to a llama-server binary")
         log(f"llama-server {why}")
-        results["sides"][LLAMA] = {"skipped": why}
+        entry = results["sides"].setdefault(LLAMA, {})
+        if not entry.get("results"):  # an --only rerun keeps the numbers already there
+            entry["skipped"] = why
     for name, start in starts.items():  # one server at a time: they share the 2 cores
         entry = results["sides"].setdefault(name, {})
         entry.pop("skipped", None)
