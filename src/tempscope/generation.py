@@ -522,9 +522,12 @@ class Decoder:
         rows = group.rows
         need = max(len(r.spec.prompt_ids) + r.budget + 1 for r in rows)
         session = self._session
-        if session is not None and not self._room_for(session, rows, need):
-            if self._cohorts or any(j.jobs is not None for j in self._joining):
+        idle = not self._cohorts and not any(j.jobs is not None for j in self._joining)
+        if session is not None and (idle or not self._room_for(session, rows, need)):
+            if not idle:
                 return False  # the session is busy: wait until it drains
+            # Idle: open again, shaped for what comes now (an engine keeps its cache when
+            # the shape still fits: a long request before must not leave too few rows).
             session.close()
             self._session = session = None
         if session is None:

@@ -210,11 +210,11 @@ class Batcher:
             decoder.close()
 
     def _decoder(self) -> Decoder:
-        biggest = max([len(r.prompt_ids) + r.max_new_tokens for j in self._pending
-                       for r in j.rows], default=1)
+        # Sessions open with room for max_rows rows of at least MIN_ROW_TOKENS tokens (more
+        # when the request that opens one needs it), again each time the server was idle.
         return self._make_decoder(self.model, on_step=self._on_step,
                                   is_cancelled=self._is_cancelled, rows=self.max_rows,
-                                  tokens=max(biggest, MIN_ROW_TOKENS))
+                                  tokens=MIN_ROW_TOKENS)
 
     def _admit(self, decoder: Decoder) -> None:
         """Move waiting jobs into the decoder, oldest first, while they fit."""
