@@ -157,6 +157,40 @@ def test_resume_after_interrupt_matches_a_clean_run(tiny: Any, tmp_path: Path) -
         assert resumed[key]["text"] == r["text"], key
 
 
+def test_a_sweep_keeps_its_batch_full_and_its_samples(tiny: Any, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """batch_rows = 4 on a grid of 27 rows that end at different steps (end of text made
+    likelier): never more than 4 rows decode, each freed slot is taken at once (the
+    steps are far fewer than 4-row batches each waiting for their longest row), and every
+    sample is the one a single 64-row batch gives."""
+    from tempscope.generation import Decoder
+    from tempscope.sampling import SamplingParams
+
+    eos = tiny.eos_token_ids[0]  # made likelier, so rows end at different steps
+    args: dict[str, Any] = {"n": 3, "max_new_tokens": 12, "seed": 9,
+                            "configs": {"early": SamplingParams(logit_bias={eos: 4.0})}}
+    wide = tmp_path / "wide"
+    sweep(tiny, PROMPTS, [0.5, 1.0, 2.0], out=wide, batch_rows=64, **args)
+    live: list[int] = []
+    real = Decoder.step
+
+    def step(self: Decoder) -> list[Any]:
+        live.append(self.reserved())
+        return real(self)
+
+    monkeypatch.setattr(Decoder, "step", step)
+    narrow = tmp_path / "narrow"
+    sweep(tiny, PROMPTS, [0.5, 1.0, 2.0], out=narrow, batch_rows=4, **args)
+    a, b = _by_key(wide), _by_key(narrow)
+    assert a.keys() == b.keys() and len(a) == 27
+    assert all(a[k]["token_ids"] == b[k]["token_ids"] for k in a)
+    assert max(live) == 4
+    lengths = sorted(len(r["token_ids"]) for r in a.values())
+    assert lengths[0] < lengths[-1]  # rows really end at different steps
+    fixed = sum(max(lengths[i:i + 4]) + 1 for i in range(0, 27, 4))  # batches waiting
+    assert len(live) < fixed
+
+
 # ------------------------------------------------------------------------------------- CLI
 
 

@@ -290,10 +290,13 @@ def generate_rows(
     on_step: Callable[[StepEvent], None] | None = None,
     is_cancelled: Callable[[int], bool] | None = None,
     top_alternatives: int = 5,
+    max_rows: int | None = None,
+    on_result: Callable[[int, RowResult], None] | None = None,
 ) -> list[RowResult]:
-    """Decode all ``rows`` together, one model call per step; the low-level loop. An engine
-    with a row limit (:attr:`Backend.max_rows`) runs that many at once, and as a row ends the
-    next one waiting takes its place (continuous batching: the batch stays full).
+    """Decode all ``rows`` together, one model call per step; the low-level loop. With a row
+    limit (``max_rows``, or the engine's :attr:`Backend.max_rows`) that many run at once, and
+    as a row ends the next one waiting takes its place (continuous batching: the batch stays
+    full).
 
     Args:
         model: a loaded causal LM (:func:`tempscope.load_model`).
@@ -302,24 +305,33 @@ def generate_rows(
         is_cancelled: asked before every step for each running row; ``True`` ends the row
             with ``finish_reason="cancelled"``.
         top_alternatives: how many candidate tokens each step event lists.
+        max_rows: most rows decoding at once (None: the engine's limit, else all).
+        on_result: called with ``(index, result)`` as each row ends, in the order they end.
 
     Returns:
         One :class:`RowResult` per row, in the order given.
     """
+    if max_rows is not None and max_rows < 1:
+        raise ValueError(f"max_rows must be >= 1, got {max_rows}")
+    limit = min(max_rows or len(rows), model.max_rows or len(rows)) or 1
     decoder = Decoder(model, top_alternatives=top_alternatives, on_step=on_step,
-                      is_cancelled=is_cancelled, rows=len(rows),
+                      is_cancelled=is_cancelled, rows=limit,
                       tokens=max((len(r.prompt_ids) + r.max_new_tokens for r in rows),
                                  default=1))
     states = decoder.check(rows, range(len(rows)))
-    limit = model.max_rows or max(1, len(rows))
     waiting = [s for s in states if s.finish is None]
     # The first batch starts together; then each row that ends lets the next one in.
     first, rest = waiting[:limit], waiting[limit:]
     try:
         if first:
             decoder.admit(first)
+        for s in states:
+            if s.finish is not None and on_result is not None:
+                on_result(s.index, s.result())
         while decoder.busy:
-            decoder.step()
+            for s in decoder.step():
+                if on_result is not None:
+                    on_result(s.index, s.result())
             while rest and decoder.room() > 0:
                 take = rest[:decoder.room()]
                 rest = rest[len(take):]

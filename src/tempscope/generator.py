@@ -112,12 +112,14 @@ class Generator(Protocol):
 
     def run(self, rows: Sequence[Row], *, chat: bool = False, top_alternatives: int = 5,
             on_step: StepCallback | None = None,
-            on_result: ResultCallback | None = None) -> list[Sample]:
+            on_result: ResultCallback | None = None,
+            max_rows: int | None = None) -> list[Sample]:
         """Generate ``rows``: one :class:`~tempscope.generation.Sample` per row, in order.
 
         ``on_step`` sees every step event; ``on_result`` gets ``(row index, sample)`` as each
-        row finishes (a local model: after the group of rows it decodes with; a server: as each
-        answer arrives), so a caller can save it at once. Callbacks never run concurrently.
+        row finishes (a local model: the step it ends; a server: as each answer arrives), so
+        a caller can save it at once. Callbacks never run concurrently. ``max_rows``: most
+        rows a local model decodes at once (as one ends the next takes its place).
         """
 
     def generate(self, prompts: str | Sequence[str],
@@ -207,25 +209,29 @@ class LocalGenerator:
 
     def run(self, rows: Sequence[Row], *, chat: bool = False, top_alternatives: int = 5,
             on_step: StepCallback | None = None,
-            on_result: ResultCallback | None = None) -> list[Sample]:
-        from tempscope.generation import RowSpec, Sample, generate_rows
+            on_result: ResultCallback | None = None,
+            max_rows: int | None = None) -> list[Sample]:
+        from tempscope.generation import RowResult, RowSpec, Sample, generate_rows
 
         encoded = {p: self._encode(p, chat) for p in dict.fromkeys(r.prompt for r in rows)}
         specs = [RowSpec(prompt_ids=encoded[r.prompt], params=r.params, seed=r.seed,
                          max_new_tokens=r.max_new_tokens, stop=list(r.stop),
                          stop_at_newline=r.stop_at_newline) for r in rows]
-        results = generate_rows(self.model, specs, on_step=on_step,
-                                top_alternatives=top_alternatives)
-        out = []
-        for i, (row, r) in enumerate(zip(rows, results, strict=True)):
-            sample = Sample(token_ids=r.token_ids, text=r.text, finish_reason=r.finish_reason,
-                            steps=r.steps, row=i, prompt=row.prompt, params=row.params,
-                            seed=row.seed if row.seed is not None else row.params.seed,
-                            stop_text=r.stop_text)
+        def sample(i: int, r: RowResult) -> Sample:
+            row = rows[i]
+            return Sample(token_ids=r.token_ids, text=r.text, finish_reason=r.finish_reason,
+                          steps=r.steps, row=i, prompt=row.prompt, params=row.params,
+                          seed=row.seed if row.seed is not None else row.params.seed,
+                          stop_text=r.stop_text)
+
+        def ended(i: int, r: RowResult) -> None:
             if on_result is not None:
-                on_result(i, sample)
-            out.append(sample)
-        return out
+                on_result(i, sample(i, r))
+
+        results = generate_rows(self.model, specs, on_step=on_step,
+                                top_alternatives=top_alternatives, max_rows=max_rows,
+                                on_result=ended)
+        return [sample(i, r) for i, r in enumerate(results)]
 
     def generate(self, prompts: str | Sequence[str],
                  params: SamplingParams | Sequence[SamplingParams], *, n: int = 1,
@@ -331,7 +337,8 @@ class RemoteGenerator:
 
     def run(self, rows: Sequence[Row], *, chat: bool = False, top_alternatives: int = 5,
             on_step: StepCallback | None = None,
-            on_result: ResultCallback | None = None) -> list[Sample]:
+            on_result: ResultCallback | None = None,
+            max_rows: int | None = None) -> list[Sample]:
         from tempscope.remote_engine import RemoteRow, remote_rows
 
         self.check_prompts([], chat=chat)

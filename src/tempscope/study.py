@@ -1,9 +1,12 @@
 """Temperature sweeps: prompts x configs x temperatures x samples, resumable on disk.
 
 A *cell* is one prompt under one sampler config at one temperature; it holds ``n`` samples.
-The grid runs through the batched engine (:func:`tempscope.generation.generate_rows`), several
-cells per model call: by default one prompt's whole config x temperature x n block, or several
-prompts while the batch stays under ``batch_rows`` rows. Sample ``k`` of every cell draws with
+The grid runs through the batched engine (:func:`tempscope.generation.generate_rows`), at most
+``batch_rows`` rows decoding at once. On a batch-invariant engine the whole grid is one stream
+of rows: as a row ends (its end of text, a stop string) the next one takes its slot, so the
+batch stays full; otherwise (torch with ``reproducible=False``) it runs in fixed batches of
+whole prompts (one prompt's config x temperature x n block, or several prompts while the batch
+stays under ``batch_rows`` rows). Sample ``k`` of every cell draws with
 ``derive_seed(seed, k)``, so temperatures share their random numbers (a paired comparison) and
 a sample is the same however the grid is batched. Greedy cells (``T = 0``) decode one row and
 copy it ``n`` times.
@@ -11,11 +14,12 @@ copy it ``n`` times.
 On disk (``out``)::
 
     manifest.json    the run's settings; a rerun with other settings is refused
-    samples.jsonl    one record per sample, appended after each batch (flushed and fsynced)
+    samples.jsonl    one record per sample, a cell appended as soon as its last sample is
+                     back (flushed and fsynced)
 
 Re-running the same sweep resumes: complete cells are kept and skipped; a record cut short by
 a kill, and cells with fewer than ``n`` records, are dropped and run again. A killed run
-therefore loses at most the cells of the batch in flight, and no sample is ever written twice.
+therefore loses at most the cells in flight, and no sample is ever written twice.
 A resumed sweep says exactly what an uninterrupted one says: the engines are batch-invariant
 (``Backend.reproducible``, recorded in the manifest), and where they are not (torch with
 ``reproducible=False``) a batch that was cut short runs again whole, in its first company.
@@ -202,8 +206,7 @@ def sweep(
     Returns:
         One row per sample (see :func:`tempscope.results.samples_frame`), resumed ones included.
     """
-    from tempscope.generation import derive_seed
-    from tempscope.generator import Row, as_generator
+    from tempscope.generator import as_generator
     from tempscope.models import load_model
     from tempscope.results import samples_frame
     from tempscope.sampling import SamplingParams
@@ -261,6 +264,26 @@ def sweep(
         done.add(keys[0][0])
 
     report(0, 0.0, force=True)
+    if gen.reproducible is True:
+        # One stream of rows, batch_rows at a time: as a row ends (its end of text, a stop)
+        # the next one takes its slot, so the batch stays full. A row's tokens do not depend
+        # on its company, so the order and the resumes change nothing.
+        cells = [(pi, name, t) for pi in range(len(prompt_list)) for (name, t) in grid
+                 if (pi, name, t) not in done]
+        where, rows = _cell_rows(prompt_list, grid, cells, n, seed, max_new_tokens)
+        before, at_once = len(done), max(1, batch_rows // max(1, n))
+
+        def on_token(event: StepEvent) -> None:
+            nonlocal tokens
+            tokens += 1
+            left = len(cells) - (len(done) - before)
+            report(min(left, at_once), min(1.0, tokens / max(1, len(rows) * max_new_tokens)))
+
+        if rows:
+            _run_batch(gen, rows, where, chat=chat, done=done, save=save, on_step=on_token,
+                       max_rows=batch_rows)
+        report(0, 0.0, force=True)
+        return samples_frame(records)
     for batch in _batches(prompt_list, grid, n, batch_rows):
         cells = [(pi, name, t) for pi in batch for (name, t) in grid if (pi, name, t) not in done]
         if not cells:
@@ -269,14 +292,7 @@ def sweep(
             # Rows depend on their company here: a batch cut short by a kill runs again whole,
             # as in the first run (only its missing cells are saved).
             cells = [(pi, name, t) for pi in batch for (name, t) in grid]
-        where: list[tuple[CellKey, int]] = []  # (cell, sample index) per engine row
-        rows: list[Row] = []
-        for cell in cells:
-            params = grid[cell[1:]]
-            for k in range(1 if params.is_greedy else n):
-                where.append((cell, k))
-                rows.append(Row(prompt_list[cell[0]], params, derive_seed(seed, k),
-                                max_new_tokens))
+        where, rows = _cell_rows(prompt_list, grid, cells, n, seed, max_new_tokens)
 
         def on_step(event: StepEvent, in_flight: int = len(cells)) -> None:
             nonlocal tokens
@@ -288,10 +304,28 @@ def sweep(
     return samples_frame(records)
 
 
+def _cell_rows(prompts: Sequence[str], grid: Mapping[tuple[str, float], SamplingParams],
+               cells: Sequence[CellKey], n: int, seed: int | None, max_new_tokens: int
+               ) -> tuple[list[tuple[CellKey, int]], list[Row]]:
+    """The engine rows of ``cells``: ``n`` seeded samples each (one for a greedy cell), with
+    each row's (cell, sample index)."""
+    from tempscope.generation import derive_seed
+    from tempscope.generator import Row
+
+    where: list[tuple[CellKey, int]] = []
+    rows: list[Row] = []
+    for cell in cells:
+        params = grid[cell[1:]]
+        for k in range(1 if params.is_greedy else n):
+            where.append((cell, k))
+            rows.append(Row(prompts[cell[0]], params, derive_seed(seed, k), max_new_tokens))
+    return where, rows
+
+
 def _run_batch(gen: Generator, rows: Sequence[Row], where: Sequence[tuple[CellKey, int]], *,
                chat: bool, done: set[CellKey],
                save: Callable[[list[tuple[CellKey, int]], list[Sample]], None],
-               on_step: Callable[[StepEvent], None]) -> None:
+               on_step: Callable[[StepEvent], None], max_rows: int | None = None) -> None:
     """Run one batch's rows (``where[i]``: row ``i``'s cell and sample index); ``save`` each
     cell not ``done`` yet as soon as its last sample is back, so a fault loses no cell that
     was complete."""
@@ -306,7 +340,7 @@ def _run_batch(gen: Generator, rows: Sequence[Row], where: Sequence[tuple[CellKe
             save([where[j] for j, _ in mine], [s for _, s in mine])
 
     gen.run(rows, chat=chat, top_alternatives=TOP_ALTERNATIVES, on_step=on_step,
-            on_result=on_result)
+            on_result=on_result, max_rows=max_rows)
 
 
 def check_grid(prompts: Sequence[str], temperatures: Sequence[float], n: int,
