@@ -128,6 +128,7 @@ class Side:
     fields: dict[str, Any]  # model, temperature, sampler switches
     eos_bias: dict[str, float]  # logit_bias that bans end of text
     prompt_cache: bool  # takes ``cache_prompt`` (llama-server)
+    pid: int  # the server process
     setup: dict[str, Any] = field(default_factory=dict)  # recorded in the JSON
 
 
@@ -315,8 +316,10 @@ MEASUREMENTS: dict[str, Measurement] = {"idle": idle, "during-long": during_long
                                         "branch": branch, "sweep": sweep}
 
 
-async def measure(side: Side, work: Workload, names: list[str]) -> dict[str, Any]:
-    """Warm the server up (untimed), then run each measurement in ``names``."""
+async def measure(side: Side, work: Workload, names: list[str],
+                  done: Callable[[str, dict[str, Any]], None]) -> None:
+    """Warm the server up (untimed), then run each measurement in ``names``, handing each
+    result to ``done`` as it comes."""
     # A new connection per request: llama-server may close one right after a streamed reply,
     # and a request sent on it before the close arrives fails ("Server disconnected").
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=0)
@@ -324,11 +327,15 @@ async def measure(side: Side, work: Workload, names: list[str]) -> dict[str, Any
         await asyncio.gather(*(complete(client, side, p, 8, seed=i)
                                for i, p in enumerate(work.prompts[:4])))
         await complete(client, side, work.warm_context, 1, seed=0)
-        out: dict[str, Any] = {}
         for name in names:
             log(f"{side.name}: {name}")
-            out[name] = await MEASUREMENTS[name](client, side, work)
-    return out
+            done(name, await MEASUREMENTS[name](client, side, work))
+
+
+def headline(result: dict[str, Any]) -> dict[str, Any]:
+    """A result's single numbers, raw lists left out (for the log)."""
+    return {k: headline(v) if isinstance(v, dict) else round(v, 3)
+            for k, v in result.items() if isinstance(v, dict | int | float)}
 
 
 # ----------------------------------------------------------------------------- servers
@@ -350,6 +357,30 @@ def workload(sizes: Sizes) -> Workload:
                 for i in range(sizes.branch_runs + 1)]
     return Workload(sizes, prompts, max(len(model.encode(p)) for p in prompts), contexts[1:],
                     contexts[0], {str(t): BAN for t in model.eos_token_ids})
+
+
+class OtherWork:
+    """CPU time the machine spends on processes other than this one and the server: what
+    shared the cores while a measurement ran (Linux: ``/proc``)."""
+
+    def __init__(self, server: int) -> None:
+        self.server = server
+        self.mark = self._now()
+
+    def _now(self) -> tuple[float, float, float]:
+        """(wall clock, CPU seconds of every process, of this one and the server)."""
+        tick = os.sysconf("SC_CLK_TCK")
+        cpu = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+        busy = sum(int(x) for i, x in enumerate(cpu) if i not in (3, 4)) / tick  # not idle, iowait
+        stat = Path(f"/proc/{self.server}/stat").read_text().rsplit(")", 1)[1].split()
+        ours = (int(stat[11]) + int(stat[12])) / tick + sum(os.times()[:2])  # utime + stime
+        return time.monotonic(), busy, ours
+
+    def lap(self) -> dict[str, float]:
+        """Wall time and other processes' CPU seconds since the last lap."""
+        now = self._now()
+        (wall, busy, ours), self.mark = (a - b for a, b in zip(now, self.mark, strict=True)), now
+        return {"wall_s": wall, "other_cpu_s": max(0.0, busy - ours)}
 
 
 def stop_group(proc: subprocess.Popen[str]) -> None:
@@ -388,12 +419,13 @@ def tempscope_server(engine: str, work: Workload, logs: Path) -> Iterator[Side]:
                url.rsplit(":", 1)[1], "--log-level", "warning"]
     env = {**os.environ, **THREADS_ENV, "PYTHONUNBUFFERED": "1"}
     env.pop("TEMPSCOPE_API_KEY", None)
-    with running(command, env, url + "/health", logs / "tempscope.log", 300):
+    with running(command, env, url + "/health", logs / "tempscope.log", 300) as proc:
         health = httpx.get(url + "/health", timeout=10).json()
         fields = {"model": health["model"], "temperature": 1.0}
-        yield Side(TEMPSCOPE, url, fields, work.eos_bias, prompt_cache=False, setup={
-            "command": command, "env": THREADS_ENV, "request_fields": fields,
-            "eos_bias": work.eos_bias, "health": health})
+        setup = {"command": command, "env": THREADS_ENV, "request_fields": fields,
+                 "eos_bias": work.eos_bias, "health": health}
+        yield Side(TEMPSCOPE, url, fields, work.eos_bias, prompt_cache=False, pid=proc.pid,
+                   setup=setup)
 
 
 def llama_slots(work: Workload) -> tuple[int, int]:
@@ -415,7 +447,7 @@ def llama_server(binary: Path, work: Workload, logs: Path) -> Iterator[Side]:
     command = [str(binary), "-m", str(embedded_gguf_path()), "--host", "127.0.0.1", "--port",
                url.rsplit(":", 1)[1], "-t", str(THREADS), "-tb", str(THREADS), "-np",
                str(slots), "-c", str(slots * per_slot), "--no-webui"]
-    with running(command, None, url + "/health", logs / "llama-server.log", 120):
+    with running(command, None, url + "/health", logs / "llama-server.log", 120) as proc:
         props = httpx.get(url + "/props", timeout=10).json()
         model = httpx.get(url + "/v1/models", timeout=10).json()["data"][0]["id"]
         sent, ignored = llama_server_fields(SamplingParams(temperature=1.0), server_info(props))
@@ -423,7 +455,7 @@ def llama_server(binary: Path, work: Workload, logs: Path) -> Iterator[Side]:
             raise RuntimeError(f"llama-server cannot switch off {ignored}: not neutral")
         fields = {"model": model, "temperature": 1.0, **sent}
         kept = ("build_info", "total_slots", "model_path", "default_generation_settings")
-        yield Side(LLAMA, url, fields, work.eos_bias, prompt_cache=True, setup={
+        yield Side(LLAMA, url, fields, work.eos_bias, prompt_cache=True, pid=proc.pid, setup={
             "command": command, "slots": slots, "ctx_per_slot": per_slot,
             "request_fields": fields, "eos_bias": work.eos_bias,
             "cache_prompt": "false, except in the branch measurement",
@@ -517,10 +549,19 @@ def markdown(res: dict[str, Any]) -> str:
     """The table: one row per number, tempscope beside llama-server, the goals."""
     m, v = res["machine"], res["versions"]
     skipped = res["sides"].get(LLAMA, {}).get("skipped")
+
+    def share(laps: dict[str, dict[str, float]]) -> float:
+        return 100 * sum(x["other_cpu_s"] for x in laps.values()) / sum(
+            x["wall_s"] for x in laps.values())
+
+    shared = ", ".join(f"{share(side['other_work']):.0f} % of a core during {name}'s"
+                       for name, side in res["sides"].items() if side.get("other_work"))
     about = (
         f"Measured {res['date']} on {m['cpu']} ({m['cores']} cores), {THREADS} threads per "
-        f"server, one server up at a time; load average {m['load_average_start'][0]:.2f} at "
-        f"start, {res['load_average_end'][0]:.2f} at end. tempscope {v['tempscope']} "
+        f"server, one server up at a time"
+        + (f"; other processes used {shared} measurements (near 0 on a quiet machine)"
+           if shared else "")
+        + f". tempscope {v['tempscope']} "
         f"({res['engine']} engine, commit {v['tempscope_commit'][:10]}"
         f"{', uncommitted changes' if v['tempscope_dirty'] else ''})")
     if v["llama_server"]:
@@ -594,22 +635,36 @@ def main(argv: list[str] | None = None) -> int:
         entry = results["sides"].setdefault(LLAMA, {})
         if not entry.get("results"):  # an --only rerun keeps the numbers already there
             entry["skipped"] = why
+
+    def save() -> None:  # after every measurement: a run cut short keeps what it measured
+        results.update(load_average_end=os.getloadavg())
+        results["checks"] = [r for r in rows(results) if r["goal"] != "report"]
+        out.write_text(json.dumps(results, indent=2) + "\n")
+        out.with_suffix(".md").write_text(markdown(results))
+
     for name, start in starts.items():  # one server at a time: they share the 2 cores
         entry = results["sides"].setdefault(name, {})
         entry.pop("skipped", None)
-        entry["load_average_before"] = os.getloadavg()
+        entry.update(load_average_before=os.getloadavg(), busy_processes_before=busy_processes())
         log(f"starting {name}")
         with start() as side:
-            got = asyncio.run(measure(side, work, names))
-        entry.update(side.setup, load_average_after=os.getloadavg())
-        entry.setdefault("results", {}).update(got)
-        log(f"{name} done, stopped")
-    results.update(load_average_end=os.getloadavg(), busy_processes_end=busy_processes())
-    results["checks"] = [r for r in rows(results) if r["goal"] != "report"]
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    table = markdown(results)
-    out.with_suffix(".md").write_text(table)
-    print(table)
+            entry.update(side.setup)
+            other = OtherWork(side.pid)
+
+            def done(key: str, result: dict[str, Any], entry: dict[str, Any] = entry,
+                     side: Side = side, other: OtherWork = other) -> None:
+                entry.setdefault("results", {})[key] = result
+                entry.setdefault("other_work", {})[key] = lap = other.lap()
+                entry["load_average_after"] = os.getloadavg()
+                save()
+                log(f"{side.name} {key}: {json.dumps(headline(result))}; other processes: "
+                    f"{lap['other_cpu_s']:.1f} CPU s in {lap['wall_s']:.1f} s")
+
+            asyncio.run(measure(side, work, names, done))
+        log(f"{name} stopped")
+    results["busy_processes_end"] = busy_processes()
+    save()
+    print(markdown(results))
     log(f"wrote {out} and {out.with_suffix('.md')}")
     return 0
 
