@@ -17,8 +17,9 @@ fields) and ``bench/serve.md`` (the table, with the issue's goals).
   chosen tokens) at a 1,500-token context, as plain ``/v1/completions`` with token-id prompts:
   a 1-token completion of the context (so its KV could be kept), then the context plus 4 tokens,
   time to first token; 3 contexts, each new, median. llama-server reuses the first request's
-  KV (``cache_prompt``, its default); tempscope prefills the whole prompt again (no prefix reuse
-  yet).
+  KV (``cache_prompt``, its default); tempscope's llama.cpp engine reuses the cells the first
+  request left (its prefix cache). The context's own 1-token completion is the time without
+  reuse: the same length prefilled from nothing.
 - sweep: 64 rows (8 prompts x 8 seeds, 64 concurrent requests), 64 tokens, end of text allowed,
   temperature 1: generated tokens / wall time.
 

@@ -345,12 +345,13 @@ class Decoder:
     """One running decoding session that rows join and leave at any step: the generation
     loop under :func:`generate_rows`, the server's scheduler and the sweeps.
 
-    Each :meth:`step` does, in order: every live row chooses a token from its logits (step
-    events, stop rules, cancellation); the rows that ended leave the session; one backend
-    call decodes the others' tokens; then rows waiting to join are prefilled, one chunk
-    (:data:`PREFILL_TOKENS` at most) per step while other rows are running, so a long prompt
-    never stalls the rows already streaming. A prompt's rows join when all of it is in, and
-    choose their first token at the next step. Rows admitted together share one sampler
+    Each :meth:`step` does, in order: waiting prompts short enough to fit whole in
+    :data:`PREFILL_TOKENS` are prefilled and their rows join; every live row chooses a token
+    from its logits (step events, stop rules, cancellation); the rows that ended leave the
+    session; one backend call decodes the others' tokens; then the oldest prompt still
+    loading computes one more chunk (at most 512 tokens). So a long prompt never stalls the
+    rows already streaming for more than a chunk a step, and a short request that arrives
+    while it loads gets its first token at the next step. Rows admitted together share one sampler
     chain (:class:`~tempscope.sampling.BatchSampler`); chains without per-row state merge
     into one as groups join, so a step costs one chain pass, not one per request.
 
@@ -444,9 +445,10 @@ class Decoder:
     def step(self) -> list[_Row]:
         """One step (see the class docstring); returns the rows that ended in it."""
         ended, self._done = self._done, []
+        ended += self._prefill()
         if self._cohorts:
             ended += self._decode()
-        ended += self._prefill()
+        self._advance_oldest()
         self.steps += 1
         return ended
 
@@ -493,9 +495,11 @@ class Decoder:
         """Start the waiting groups that fit, in arrival order, and advance their prompts
         within this step's budget; groups whose prompts are all in join the session.
 
-        The budget: the oldest prompt always advances one chunk (a long prompt loads at a
-        steady pace), then every waiting prompt that fits in another :data:`PREFILL_TOKENS`
-        whole is prefilled, oldest first (a short prompt does not wait behind a long one).
+        The budget: every waiting prompt that fits whole in :data:`PREFILL_TOKENS` is
+        prefilled, oldest first, before the step's decode (a short prompt does not wait
+        behind a long one: its rows choose their first token in this very step), and after
+        the decode the oldest prompt still loading advances one chunk
+        (:meth:`_advance_oldest`: a long prompt loads at a steady pace).
         """
         ended: list[_Row] = []
         if self.is_cancelled is not None:  # groups nobody waits for leave, wherever they are
@@ -510,24 +514,34 @@ class Decoder:
         for group in list(self._joining):
             if group.jobs is None and not self._start(group):
                 break  # no room yet: it waits, and so do the ones behind it
-        started = [g for g in self._joining if g.jobs]
-        head = next((job for g in started for job in g.jobs or () if not job.done), None)
-        if head is not None:
-            head.advance()
-            self.prefill_chunks += 1
         budget = PREFILL_TOKENS
-        for group in started:
+        for group in self._joining:
             for job in group.jobs or ():
                 if not job.done and job.pending <= budget:
                     budget -= job.pending
                     while not job.advance():
                         self.prefill_chunks += 1
                     self.prefill_chunks += 1
-        for group in started:
+        self._join_ready()
+        return ended
+
+    def _advance_oldest(self) -> None:
+        """The oldest prompt still loading computes one more chunk (after this step's
+        decode: the rows already streaming do not wait for it within the step)."""
+        head = next((job for g in self._joining for job in g.jobs or () if not job.done),
+                    None)
+        if head is not None:
+            head.advance()
+            self.prefill_chunks += 1
+            self._join_ready()
+
+    def _join_ready(self) -> None:
+        """Groups whose prompts are all in join the session (they choose at the next
+        decode)."""
+        for group in [g for g in self._joining if g.jobs]:
             if all(job.done for job in group.jobs or ()):
                 self._joining.remove(group)
                 self._join(group)
-        return ended
 
     def _start(self, group: _Joining) -> bool:
         """Begin ``group``'s prefills; False when it must wait for rows to finish."""
