@@ -57,7 +57,10 @@ def short(url: str) -> float:
 
 
 def long_request(url: str, *, give_up_after: float | None, out: dict[str, Any]) -> None:
-    body = {"model": "default", "prompt": LONG_PROMPTS, "max_tokens": 1,
+    # A fresh opening for each phase: the llama.cpp engine would otherwise reuse the cells
+    # an earlier phase left (its prefix cache) and answer at once.
+    opening = f"Run {time.monotonic_ns()}. "
+    body = {"model": "default", "prompt": [opening + p for p in LONG_PROMPTS], "max_tokens": 1,
             "temperature": 0}
     start = time.perf_counter()
     try:
