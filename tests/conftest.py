@@ -98,3 +98,18 @@ def kill_once_written(args: list[str], path: Path, *, wait: float = 0.0) -> int:
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     return path.read_text().count("\n")
+
+
+def rows_per_step(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """From now on (in this test), the rows live or joining at each Decoder step, appended."""
+    from tempscope.generation import Decoder
+
+    seen: list[int] = []
+    real = Decoder.step
+
+    def step(self: Decoder) -> list[Any]:
+        seen.append(self.reserved())
+        return real(self)
+
+    monkeypatch.setattr(Decoder, "step", step)
+    return seen

@@ -16,6 +16,7 @@ from tempscope import generation
 from tempscope.generation import Decoder, RowSpec, StepEvent, generate_rows
 from tempscope.sampling import SamplingParams
 from tempscope.server.batcher import Batcher, BatcherBusy, Done, Job
+from tests.conftest import rows_per_step
 
 ENGINES = ["torch", "llama.cpp"]
 
@@ -67,14 +68,7 @@ def test_generate_rows_keeps_the_batch_full_and_the_tokens_the_same(
     once (never more than 2 live, and the short rows do not wait for the long ones)."""
     want = [alone(model, r) for r in ROWS]
     monkeypatch.setattr(model, "max_rows", 2)
-    live: list[int] = []
-    real_step = Decoder.step
-
-    def step(self: Decoder) -> list[Any]:
-        live.append(self.reserved())
-        return real_step(self)
-
-    monkeypatch.setattr(Decoder, "step", step)
+    live = rows_per_step(monkeypatch)
     out = generate_rows(model, ROWS)
     assert [r.token_ids for r in out] == want
     assert max(live) == 2

@@ -17,7 +17,7 @@ from tempscope.study import (
     read_records,
     sweep,
 )
-from tests.conftest import kill_once_written, run_cli
+from tests.conftest import kill_once_written, rows_per_step, run_cli
 
 PROMPTS = ["The cat sat", "Hello", "Once upon a time"]
 
@@ -163,7 +163,6 @@ def test_a_sweep_keeps_its_batch_full_and_its_samples(tiny: Any, tmp_path: Path,
     likelier): never more than 4 rows decode, each freed slot is taken at once (the
     steps are far fewer than 4-row batches each waiting for their longest row), and every
     sample is the one a single 64-row batch gives."""
-    from tempscope.generation import Decoder
     from tempscope.sampling import SamplingParams
 
     eos = tiny.eos_token_ids[0]  # made likelier, so rows end at different steps
@@ -171,14 +170,7 @@ def test_a_sweep_keeps_its_batch_full_and_its_samples(tiny: Any, tmp_path: Path,
                             "configs": {"early": SamplingParams(logit_bias={eos: 4.0})}}
     wide = tmp_path / "wide"
     sweep(tiny, PROMPTS, [0.5, 1.0, 2.0], out=wide, batch_rows=64, **args)
-    live: list[int] = []
-    real = Decoder.step
-
-    def step(self: Decoder) -> list[Any]:
-        live.append(self.reserved())
-        return real(self)
-
-    monkeypatch.setattr(Decoder, "step", step)
+    live = rows_per_step(monkeypatch)
     narrow = tmp_path / "narrow"
     sweep(tiny, PROMPTS, [0.5, 1.0, 2.0], out=narrow, batch_rows=4, **args)
     a, b = _by_key(wide), _by_key(narrow)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, Self, cast
 
 if TYPE_CHECKING:
     from tempscope.engine.backend import Backend
@@ -155,17 +155,24 @@ class Generator(Protocol):
         """Free what the generator opened (a server's connections); the model stays loaded."""
 
 
-class LocalGenerator:
-    """A model loaded on this machine (:func:`tempscope.load_model`) as a :class:`Generator`."""
+class _Closing:
+    """``with generator:`` closes it at the end."""
 
-    def __init__(self, model: Backend) -> None:
-        self.model = model
-
-    def __enter__(self) -> LocalGenerator:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class LocalGenerator(_Closing):
+    """A model loaded on this machine (:func:`tempscope.load_model`) as a :class:`Generator`."""
+
+    def __init__(self, model: Backend) -> None:
+        self.model = model
 
     @property
     def name(self) -> str:
@@ -268,7 +275,7 @@ class LocalGenerator:
         pass  # the model belongs to whoever loaded it
 
 
-class RemoteGenerator:
+class RemoteGenerator(_Closing):
     """An OpenAI-compatible server (:class:`~tempscope.remote.RemoteClient`) as a
     :class:`Generator`: one request per row, ``client.concurrency`` at a time.
 
@@ -282,12 +289,6 @@ class RemoteGenerator:
     def __init__(self, client: RemoteClient, *, tokenizer: Backend | str | None = None) -> None:
         self.client = client
         self._tokenizer = tokenizer
-
-    def __enter__(self) -> RemoteGenerator:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     @property
     def name(self) -> str:

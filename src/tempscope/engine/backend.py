@@ -122,6 +122,26 @@ class Prefill(Protocol):
         """Give the prompt's memory back without joining (idempotent)."""
 
 
+class ChunkedPrefill:
+    """What every engine's :class:`Prefill` shares: the prompt, its rows, how far it got and
+    the logits after its last token once done. ``advance`` is the engine's own."""
+
+    logits: Any = None  # the logits after the last prompt token, once done
+
+    def __init__(self, ids: list[int], copies: int, start: int = 0) -> None:
+        self.prompt_ids = ids
+        self.copies = copies
+        self._pos = start  # the next prompt position to compute
+
+    @property
+    def done(self) -> bool:
+        return self.logits is not None
+
+    @property
+    def pending(self) -> int:
+        return len(self.prompt_ids) - self._pos
+
+
 class Session(Protocol):
     """A batch of rows decoding together, one backend call per step for all live rows."""
 

@@ -36,6 +36,7 @@ import torch
 
 from tempscope.engine.backend import (
     Cancelled,
+    ChunkedPrefill,
     EngineName,
     ModelFacts,
     Prefill,
@@ -647,27 +648,17 @@ class LlamaCppSession:
         model._session_open = False
 
 
-class _LlamaPrefill:
+class _LlamaPrefill(ChunkedPrefill):
     """A prompt entering a :class:`LlamaCppSession`, one chunk per :meth:`advance`: chunks end
     at multiples of :data:`N_BATCH` counted from the prompt's first token, whatever else runs."""
 
     def __init__(self, session: LlamaCppSession, ids: list[int], copies: int,
                  seqs: list[int], start: int) -> None:
+        super().__init__(ids, copies, start)
         self._session = session
-        self.prompt_ids = ids
-        self.copies = copies
         self.seqs = seqs  # the first computes the prompt; the others get copies at join
         self.reused = start  # prompt tokens whose cells came from the prefix cache
-        self._pos = start
         self.logits: np.ndarray | None = None  # (1, V) once done
-
-    @property
-    def done(self) -> bool:
-        return self.logits is not None
-
-    @property
-    def pending(self) -> int:
-        return len(self.prompt_ids) - self._pos
 
     def advance(self) -> bool:
         if self.done:

@@ -28,6 +28,7 @@ import torch
 
 from tempscope.engine.backend import (
     Cancelled,
+    ChunkedPrefill,
     EngineName,
     ModelFacts,
     Prefill,
@@ -404,27 +405,17 @@ class RowwiseSession:
         self._pending = []
 
 
-class _TorchPrefill:
+class _TorchPrefill(ChunkedPrefill):
     """A prompt entering a :class:`RowwiseSession`, one chunk of :data:`PREFILL_CHUNK` tokens
     per :meth:`advance`."""
 
     def __init__(self, session: RowwiseSession, ids: list[int], copies: int) -> None:
         from transformers import DynamicCache
 
+        super().__init__(ids, copies)
         self._session = session
-        self.prompt_ids = ids
-        self.copies = copies
         self.cache = DynamicCache()
-        self._pos = 0
         self.logits: torch.Tensor | None = None  # (V,) once done
-
-    @property
-    def done(self) -> bool:
-        return self.logits is not None
-
-    @property
-    def pending(self) -> int:
-        return len(self.prompt_ids) - self._pos
 
     def advance(self) -> bool:
         if self.logits is None:
