@@ -264,6 +264,12 @@ async def _client(client: httpx.AsyncClient, side: Side, work: Workload, first: 
 async def load(client: httpx.AsyncClient, side: Side, work: Workload) -> dict[str, Any]:
     """N concurrent streaming clients: generated tokens / wall, time to first token."""
     out: dict[str, Any] = {}
+    # One untimed request first, on both servers: the load is measured in a steady state, not
+    # on the first request after the previous measurement (tempscope re-makes llama.cpp's
+    # context for 64 short rows after the 1,000-token one, ~0.3 s; that shows in the
+    # during-long and idle rows, and the warm-up's time is kept in the JSON).
+    warm = await complete(client, side, work.prompts[0], work.sizes.load_tokens, seed=10**6)
+    out["warm_up_s"] = warm.total_s
     for clients, each in work.sizes.loads:
         replies: list[Reply] = []
         start = time.perf_counter()
