@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from tempscope.sampling import BatchSampler, SamplingParams
 
 PREFILL_TOKENS = 512  # prompt tokens prefilled per step while other rows decode
+DEFAULT_ROWS = 64  # rows a Decoder makes room for when neither caller nor engine says
 
 FinishReason = Literal["stop", "eos", "length", "cancelled"]
 
@@ -223,6 +224,11 @@ class _Row:
         self.finish: FinishReason | None = None if self.budget > 0 else "length"
         self.stop_text: str | None = None
 
+    @property
+    def cells(self) -> int:
+        """KV room the row may need: its prompt, its budget and the token after it."""
+        return len(self.spec.prompt_ids) + self.budget + 1
+
     def add(self, token_id: int) -> str:
         """Append a token, apply the stop rules; returns the text safe to show now."""
         self.token_ids.append(token_id)
@@ -313,11 +319,11 @@ def generate_rows(
     """
     if max_rows is not None and max_rows < 1:
         raise ValueError(f"max_rows must be >= 1, got {max_rows}")
-    limit = min(max_rows or len(rows), model.max_rows or len(rows)) or 1
     decoder = Decoder(model, top_alternatives=top_alternatives, on_step=on_step,
-                      is_cancelled=is_cancelled, rows=limit,
+                      is_cancelled=is_cancelled, rows=max_rows or max(1, len(rows)),
                       tokens=max((len(r.prompt_ids) + r.max_new_tokens for r in rows),
                                  default=1))
+    limit = decoder.max_rows
     states = decoder.check(rows, range(len(rows)))
     waiting = [s for s in states if s.finish is None]
     # The first batch starts together; then each row that ends lets the next one in.
@@ -377,8 +383,8 @@ class Decoder:
         self.is_cancelled = is_cancelled
         self.eos = set(model.eos_token_ids)
         self.context = model.facts.context_length
-        limit = model.max_rows
-        self._rows = min(rows or limit or 64, limit or (rows or 64))
+        caps = [n for n in (rows, model.max_rows) if n]
+        self._rows = min(caps) if caps else DEFAULT_ROWS
         self._tokens = tokens or 1
         self._session: Session | None = None
         self._cohorts: list[_Cohort] = []  # live rows, in the session's order
@@ -399,6 +405,11 @@ class Decoder:
     def busy(self) -> bool:
         """Rows are live or waiting to join."""
         return bool(self._cohorts or self._joining or self._done)
+
+    @property
+    def max_rows(self) -> int:
+        """Most rows live or joining at once (``rows``, within the engine's limit)."""
+        return self._rows
 
     @property
     def live(self) -> int:
@@ -426,8 +437,7 @@ class Decoder:
         session = self._session
         if session is None or not (self._cohorts or self._joining):
             return True  # a new session is sized for them
-        need = max(len(r.spec.prompt_ids) + r.budget + 1 for r in rows)
-        return session.can_join and need <= session.capacity[1]
+        return self._room_for(session, rows)
 
     def admit(self, rows: Sequence[_Row], *, top_alternatives: int | None = None) -> None:
         """Queue rows (from :meth:`check`) to join: prefilled from the next step on, in
@@ -546,10 +556,10 @@ class Decoder:
     def _start(self, group: _Joining) -> bool:
         """Begin ``group``'s prefills; False when it must wait for rows to finish."""
         rows = group.rows
-        need = max(len(r.spec.prompt_ids) + r.budget + 1 for r in rows)
+        need = max(r.cells for r in rows)
         session = self._session
         idle = not self._cohorts and not any(j.jobs is not None for j in self._joining)
-        if session is not None and (idle or not self._room_for(session, rows, need)):
+        if session is not None and (idle or not self._room_for(session, rows)):
             if not idle:
                 return False  # the session is busy: wait until it drains
             # Idle: open again, shaped for what comes now (an engine keeps its cache when
@@ -561,7 +571,7 @@ class Decoder:
                 session = self.model.open_session(
                     [], rows=max(self._rows, len(rows)), tokens=max(self._tokens, need))
                 self._session = session
-            if session is None or not self._room_for(session, rows, need):
+            if session is None or not self._room_for(session, rows):
                 if session is not None:
                     session.close()
                     self._session = None
@@ -574,12 +584,16 @@ class Decoder:
         group.rows = [r for rs in prompts.values() for r in rs]  # the joining order
         return True
 
-    def _room_for(self, session: Session, rows: Sequence[_Row], need: int) -> bool:
+    def _room_for(self, session: Session, rows: Sequence[_Row]) -> bool:
+        """``rows`` can join ``session`` now: KV room for each, and row room (a group alone
+        in the session may use every row the engine has)."""
         cap_rows, cap_tokens = session.capacity
-        room = min(self._rows, cap_rows) if cap_rows is not None else self._rows
-        return (session.can_join and need <= cap_tokens
-                and session.reserved + len(rows) <= max(room, len(rows) if cap_rows is None
-                                                        else min(len(rows), cap_rows)))
+        if session.reserved == 0:
+            limit = cap_rows
+        else:
+            limit = self._rows if cap_rows is None else min(self._rows, cap_rows)
+        return (session.can_join and max(r.cells for r in rows) <= cap_tokens
+                and (limit is None or session.reserved + len(rows) <= limit))
 
     def _open(self) -> None:
         """A new session for the waiting groups at the head that fit together, all of their
@@ -599,8 +613,7 @@ class Decoder:
             return self.is_cancelled is not None and all(self.is_cancelled(r.index)
                                                          for r in rows)
 
-        tokens = max(self._tokens, *(len(p) + r.budget + 1 for p, r in
-                                     zip(prompts, rows, strict=True)))
+        tokens = max(self._tokens, *(r.cells for r in rows))
         for group in groups:
             self._joining.remove(group)
         try:

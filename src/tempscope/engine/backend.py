@@ -122,6 +122,28 @@ class Prefill(Protocol):
         """Give the prompt's memory back without joining (idempotent)."""
 
 
+def prefill_rows(session: Session, prompts: Sequence[Sequence[int]],
+                 should_stop: Callable[[], bool] | None) -> None:
+    """Make ``prompts`` the rows of an empty session that rows can join, in the order given:
+    each distinct prompt prefilled once (the rows sharing it get copies), ``should_stop``
+    asked before each prompt after the first and between chunks (it raises
+    :class:`Cancelled`). The engines' ``open_session`` with prompts."""
+    unique: dict[tuple[int, ...], list[int]] = {}
+    for row, p in enumerate(prompts):
+        unique.setdefault(tuple(int(t) for t in p), []).append(row)
+    for n, (prompt, where) in enumerate(unique.items()):
+        if n and should_stop is not None and should_stop():
+            raise Cancelled
+        job = session.prefill(prompt, copies=len(where))
+        while not job.advance():
+            if should_stop is not None and should_stop():
+                raise Cancelled
+        session.join(job)
+    order = [row for where in unique.values() for row in where]  # joined grouped by prompt
+    if order != sorted(order):
+        session.keep(sorted(range(len(order)), key=order.__getitem__))
+
+
 class ChunkedPrefill:
     """What every engine's :class:`Prefill` shares: the prompt, its rows, how far it got and
     the logits after its last token once done. ``advance`` is the engine's own."""

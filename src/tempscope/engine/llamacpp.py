@@ -43,6 +43,7 @@ from tempscope.engine.backend import (
     R,
     check_positions,
     check_text,
+    prefill_rows,
 )
 from tempscope.errors import EngineError, ModelLoadError
 
@@ -489,10 +490,7 @@ class LlamaCppSession:
             raise EngineError("this llama.cpp model already has an open decoding session: "
                               "finish or close it first")
         self._model = model
-        unique: dict[tuple[int, ...], list[int]] = {}
-        for row, p in enumerate(prompts):
-            unique.setdefault(tuple(int(t) for t in p), []).append(row)
-        longest = max((len(p) for p in unique), default=1)
+        longest = max((len(p) for p in prompts), default=1)
         cells = max(longest + budget + 1, tokens or 0)
         # Room for the rows asked for, within KEEP_CELLS cells in all (KV memory), but
         # always for the rows given now.
@@ -505,22 +503,10 @@ class LlamaCppSession:
         self._logits = torch.empty((0, model.vocab_size))
         self._pending: list[_LlamaPrefill] = []
         try:
-            for prompt, where in unique.items():
-                job = self.prefill(prompt, copies=len(where))
-                while not job.advance():
-                    if should_stop is not None and should_stop():
-                        raise Cancelled
-                if should_stop is not None and should_stop() and len(unique) > 1:
-                    raise Cancelled
-                self.join(job)
+            prefill_rows(self, prompts, should_stop)
         except BaseException:
             self.close()
             raise
-        # Rows in the order given (joined grouped by prompt).
-        order = [row for where in unique.values() for row in where]
-        if order != sorted(order):
-            back = sorted(range(len(order)), key=order.__getitem__)
-            self.keep(back)
 
     @property
     def can_join(self) -> bool:

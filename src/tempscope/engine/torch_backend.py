@@ -35,6 +35,7 @@ from tempscope.engine.backend import (
     R,
     check_positions,
     check_text,
+    prefill_rows,
 )
 from tempscope.errors import EngineError
 
@@ -322,20 +323,7 @@ class RowwiseSession:
         self._length: list[int] = []  # live row -> tokens in its cache
         self._logits = torch.empty((0, model.vocab_size), device=model.device)
         self._pending: list[_TorchPrefill] = []
-        unique: dict[tuple[int, ...], list[int]] = {}
-        for row, p in enumerate(prompts):
-            unique.setdefault(tuple(int(t) for t in p), []).append(row)
-        for n, (prompt, where) in enumerate(unique.items()):
-            if n and should_stop is not None and should_stop():
-                raise Cancelled
-            job = self.prefill(prompt, copies=len(where))
-            while not job.advance():
-                if should_stop is not None and should_stop():
-                    raise Cancelled
-            self.join(job)
-        order = [row for where in unique.values() for row in where]
-        if order != sorted(order):
-            self.keep(sorted(range(len(order)), key=order.__getitem__))
+        prefill_rows(self, prompts, should_stop)
 
     @property
     def can_join(self) -> bool:
