@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import tempscope as ts
+from tempscope import distribution
 
 SEED_WORDS = ["ceiling", "floor", "mat", "car", "grass"]
 SEED_LOGITS = [-49.82, -46.40, -45.25, -47.30, -48.32]
@@ -185,3 +186,42 @@ def test_small_t_approaches_argmax(x: np.ndarray) -> None:
         return
     p = ts.softmax(x, 1e-5)
     assert p[int(np.argmax(x))] == pytest.approx(1.0, abs=1e-6)
+
+
+# ------------------------------------------------------------- per-row selections (fast path)
+
+def _reference_top(a: np.ndarray, k: int) -> np.ndarray:
+    """Largest first, ties by the lower index, -inf last by index: a stable sort."""
+    return np.stack([np.lexsort((np.arange(a.shape[1]), -row))[:k] for row in a])
+
+
+@pytest.mark.parametrize("kind", ["random", "ties", "mostly_masked", "one_finite"])
+def test_top_ids_rank_of_and_row_argmax_match_a_stable_sort(kind: str) -> None:
+    """The grouped top-k is exact on every shape it takes: few groups (a whole-row sort),
+    many (only the groups that can hold the top k), rows with fewer than k finite entries."""
+    rng = np.random.default_rng(["random", "ties", "mostly_masked", "one_finite"].index(kind))
+    for _ in range(60):
+        v = int(rng.integers(1, 3000))
+        b = int(rng.integers(1, 4))
+        k = int(rng.integers(0, min(v, 12) + 1))
+        a = rng.normal(size=(b, v)).astype(np.float32)
+        if kind == "ties":
+            a = np.round(a, 1)
+        elif kind == "mostly_masked":
+            a[rng.random(a.shape) < 0.99] = -np.inf
+            a[:, 0] = 1.0
+        elif kind == "one_finite":
+            a[:] = -np.inf
+            a[:, rng.integers(0, v)] = 0.0
+        x = torch.from_numpy(a)
+        np.testing.assert_array_equal(distribution.top_ids(x, k).numpy(), _reference_top(a, k))
+        np.testing.assert_array_equal(distribution.top_ids(a, k), _reference_top(a, k))
+        ids = rng.integers(0, v, size=b)
+        want = (a > a[np.arange(b), ids][:, None]).sum(-1) + 1
+        np.testing.assert_array_equal(distribution.rank_of(x, torch.from_numpy(ids)).numpy(), want)
+        np.testing.assert_array_equal(distribution.row_argmax(x).numpy(), a.argmax(-1))
+
+
+def test_top_ids_refuses_a_k_outside_the_row() -> None:
+    with pytest.raises(ValueError, match="k must be in"):
+        distribution.top_ids(np.zeros((1, 4), np.float32), 5)

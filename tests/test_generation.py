@@ -310,3 +310,33 @@ def test_bad_arguments_are_rejected(tiny: LoadedModel) -> None:
         generate_rows(tiny, [RowSpec(prompt_ids=[1], params=GREEDY, max_new_tokens=-1)])
     assert generate_rows(tiny, [RowSpec(prompt_ids=[1], params=GREEDY,
                                         max_new_tokens=0)])[0].finish_reason == "length"
+
+
+def test_step_numbers_on_the_cpu_path_match_the_tensor_path(tiny: LoadedModel) -> None:
+    """The CPU path computes each row's numbers in numpy; the tensor path (a GPU's) with
+    log-softmax over the batch: the same tokens, ranks and alternatives, the same numbers
+    to float32 rounding, with masked tokens (top-k 3) and named tokens."""
+    from tempscope import generation
+    from tempscope.sampling import BatchSampler
+
+    params = [SamplingParams(temperature=0.7, top_k=3, logprob_token_ids=[5, 70]),
+              SamplingParams(temperature=1.3), SamplingParams(temperature=0.0)]
+    rows = [generation._Row(i, RowSpec(prompt_ids=[65, 66], params=p, max_new_tokens=4),
+                            tiny, set(), 100) for i, p in enumerate(params)]
+    sampler = BatchSampler(params, vocab_size=tiny.vocab_size, seeds=[1, 2, 3])
+    logits = torch.randn(3, tiny.vocab_size, generator=torch.Generator().manual_seed(0)) * 4
+    shown = sampler.process(logits)
+    tokens = sampler.choose(shown)
+    cpu = generation._stats_cpu(logits, shown, tokens.tolist(), 5, rows)
+    tensor = generation._stats_torch(logits, shown, tokens, 5, rows)
+    for (n1, top1, named1), (n2, top2, named2) in zip(cpu, tensor, strict=True):
+        assert n1[4] == n2[4]  # rank
+        assert n1[:4] == pytest.approx(n2[:4], rel=1e-4, abs=1e-4)
+        assert [t for t, _, _ in top1] == [t for t, _, _ in top2]
+        assert [x for _, *xs in top1 for x in xs] == pytest.approx(
+            [x for _, *xs in top2 for x in xs], abs=1e-6)
+        assert [t for t, _, _ in named1] == [t for t, _, _ in named2]
+        assert [x for _, *xs in named1 for x in xs] == pytest.approx(
+            [x for _, *xs in named2 for x in xs], abs=1e-6)
+    assert [p for _, _, p in cpu[0][1]][3:] == [0.0, 0.0]  # top-k 3: 2 removed ones follow
+    assert len(cpu[0][2]) == 2

@@ -24,6 +24,7 @@ budget or the model's context length (``length``); ``is_cancelled(row)`` ends a 
 from __future__ import annotations
 
 import collections
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import torch
 
+from tempscope import distribution
 from tempscope.engine.backend import Cancelled
 
 if TYPE_CHECKING:
@@ -369,17 +371,26 @@ class Decoder:
         is_cancelled: asked every step for every row, live or waiting.
         rows: rows the session should make room for (an engine may size its cache by it).
         tokens: prompt plus generated tokens one row should have room for.
+        on_decode: called once a step when every live row has chosen its token, just before
+            the engine computes the next logits: the server sends the step's events then,
+            while the engine works, instead of waking its event loop once per event.
     """
 
     def __init__(self, model: Backend, *, top_alternatives: int = 5,
                  on_step: Callable[[StepEvent], None] | None = None,
                  is_cancelled: Callable[[int], bool] | None = None,
-                 rows: int | None = None, tokens: int | None = None) -> None:
+                 rows: int | None = None, tokens: int | None = None,
+                 on_decode: Callable[[], None] | None = None) -> None:
         if top_alternatives < 0:
             raise ValueError(f"top_alternatives must be >= 0, got {top_alternatives}")
         self.model = model
         self.top_alternatives = top_alternatives
         self.on_step = on_step
+        self.on_decode = on_decode
+        # An engine that hands its calls to a thread of its own may let the decoding thread
+        # call it directly (llama.cpp: LlamaCppModel.calls_here).
+        self._calls_here: Callable[[], contextlib.AbstractContextManager[object]] = getattr(
+            model, "calls_here", contextlib.nullcontext)
         self.is_cancelled = is_cancelled
         self.eos = set(model.eos_token_ids)
         self.context = model.facts.context_length
@@ -454,6 +465,10 @@ class Decoder:
 
     def step(self) -> list[_Row]:
         """One step (see the class docstring); returns the rows that ended in it."""
+        with self._calls_here():
+            return self._one_step()
+
+    def _one_step(self) -> list[_Row]:
         ended, self._done = self._done, []
         ended += self._prefill()
         if self._cohorts:
@@ -497,6 +512,8 @@ class Decoder:
                     cohorts.append(cohort)
             self._cohorts = cohorts
         if self._cohorts:
+            if self.on_decode is not None:
+                self.on_decode()
             session.step(tokens)
             self.decode_steps += 1
         return ended
@@ -694,55 +711,111 @@ def _step(model: Backend, sampler: BatchSampler, logits: torch.Tensor, active: l
           top_alternatives: int, on_step: Callable[[StepEvent], None] | None) -> torch.Tensor:
     """Choose one token per running row, record the step events; returns the tokens ``(b,)``."""
     logits = logits.float()  # (b, V)
-    raw_logp = torch.log_softmax(logits, dim=-1)  # (b, V)
     processed = sampler.process(logits)  # (b, V), removed tokens -inf
     tokens = sampler.choose(processed)  # (b,)
     # What each token was drawn from (adaptive-p draws itself and leaves one token in
     # ``processed``; this is its reshaped distribution).
-    logp = torch.log_softmax(sampler.distribution, dim=-1)  # (b, V)
+    shown = sampler.distribution
     sampler.accept(tokens)
-    raw_entropy = -(raw_logp.exp() * raw_logp).sum(-1)  # (b,)
-    p = logp.exp()
-    entropy = -(p * logp).nansum(-1)  # (b,) a removed token: 0 * -inf = NaN, counted as 0
-    chosen = tokens[:, None]
-    chosen_raw = raw_logp.gather(1, chosen)  # (b, 1)
-    rank = (raw_logp > chosen_raw).sum(-1) + 1  # (b,) 1 = the model's own favourite
-    numbers = torch.stack([chosen_raw[:, 0], logp.gather(1, chosen)[:, 0],
-                           entropy, raw_entropy, rank.to(entropy.dtype)], dim=1).tolist()
-    top_ids = _alternatives(logp, raw_logp, min(top_alternatives, logits.shape[-1]))  # (b, k)
-    top_raw = raw_logp.gather(1, top_ids).exp().tolist()
-    top_p = p.gather(1, top_ids).tolist()
-    top_list = top_ids.tolist()
-    named = _named(model, active, raw_logp, p)
-    for i, (s, token_id) in enumerate(zip(active, tokens.tolist(), strict=True)):
+    k = min(top_alternatives, logits.shape[-1])
+    token_list = tokens.tolist()
+    if logits.device.type == "cpu":
+        stats = _stats_cpu(logits, shown, token_list, k, active)
+    else:
+        stats = _stats_torch(logits, shown, tokens, k, active)
+    for s, token_id, (numbers, top, named) in zip(active, token_list, stats, strict=True):
         delta = s.add(token_id)
-        top = [Alternative(t, model.token_text(t), rp, pp)
-               for t, rp, pp in zip(top_list[i], top_raw[i], top_p[i], strict=True)]
-        raw_lp, lp, ent, raw_ent, raw_rank = numbers[i]
+        raw_lp, lp, ent, raw_ent, raw_rank = numbers
         event = StepEvent(row=s.index, step=len(s.token_ids), token_id=token_id,
                           text=model.token_text(token_id), raw_logprob=raw_lp, logprob=lp,
-                          entropy=ent, raw_entropy=raw_ent, top=top, finished=s.finish,
-                          delta=delta, named=named[i], raw_rank=int(raw_rank))
+                          entropy=ent, raw_entropy=raw_ent,
+                          top=[Alternative(t, model.token_text(t), rp, pp) for t, rp, pp in top],
+                          finished=s.finish, delta=delta,
+                          named=[Alternative(t, model.token_text(t), rp, pp)
+                                 for t, rp, pp in named],
+                          raw_rank=int(raw_rank))
         s.steps.append(event)
         if on_step is not None:
             on_step(event)
     return tokens
 
 
-def _named(model: Backend, active: list[_Row], raw_logp: torch.Tensor,
-           p: torch.Tensor) -> list[list[Alternative]]:
-    """Each row's ``logprob_token_ids`` at this step, whatever their rank."""
-    out: list[list[Alternative]] = []
-    for i, s in enumerate(active):
-        ids = s.spec.params.logprob_token_ids
-        if not ids:
-            out.append([])
-            continue
-        index = torch.tensor(ids, dtype=torch.long, device=p.device)
-        raw = raw_logp[i].gather(0, index).exp().tolist()
-        proc = p[i].gather(0, index).tolist()
-        out.append([Alternative(t, model.token_text(t), rp, pp)
-                    for t, rp, pp in zip(ids, raw, proc, strict=True)])
+# A row's step statistics: (raw log-prob, log-prob, entropy, raw entropy, raw rank) of the
+# chosen token, the alternatives and the named tokens as (id, raw prob, prob).
+_TokenStats = tuple[list[float], list[tuple[int, float, float]],
+                    list[tuple[int, float, float]]]
+
+
+def _stats_cpu(logits: torch.Tensor, shown: torch.Tensor, tokens: list[int], k: int,
+               active: list[_Row]) -> list[_TokenStats]:
+    """:func:`_step`'s numbers on the CPU, row by row in numpy: each distribution is
+    normalised once (``exp(x - max)`` and its sum), and entropies come from one dot product
+    (``H = log Z - sum(e * x) / Z``), without a (b, V) log-softmax each. Every token's
+    statistics cost a few passes over the vocabulary, so this path is kept lean."""
+    raw_all, shown_all = logits.numpy(), shown.numpy()
+    out: list[_TokenStats] = []
+    for row, t in enumerate(tokens):
+        raw_e, raw_z, raw_x = _normalised(raw_all[row])
+        e, z, x = _normalised(shown_all[row])
+        log_raw_z, log_z = math.log(raw_z), math.log(z)
+        numbers = [float(raw_x[t]) - log_raw_z, float(x[t]) - log_z,
+                   log_z - float(np.dot(e, x)) / z, log_raw_z - float(np.dot(raw_e, raw_x)) / raw_z,
+                   float(np.count_nonzero(raw_x > raw_x[t]) + 1)]
+        ids = _alternative_ids(shown_all[row], raw_all[row], k) if k else []
+        named_ids = active[row].spec.params.logprob_token_ids or []
+        out.append((numbers,
+                    [(i, float(raw_e[i]) / raw_z, float(e[i]) / z) for i in ids],
+                    [(i, float(raw_e[i]) / raw_z, float(e[i]) / z) for i in named_ids]))
+    return out
+
+
+def _normalised(row: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+    """``(e, Z, x)`` for one row of logits: ``x = logits - max`` (``-inf`` kept as the lowest
+    float, so ``e * x`` is 0 there), ``e = exp(x)``, ``Z = sum(e)``; ``log_softmax = x - log Z``."""
+    x = row - row.max()
+    np.maximum(x, np.finfo(np.float32).min, out=x)
+    e = np.exp(x)
+    return e, float(e.sum(dtype=np.float64)), x
+
+
+def _alternative_ids(shown: np.ndarray, raw: np.ndarray, k: int) -> list[int]:
+    """The ``k`` tokens to show for one row: those the chain kept (finite in ``shown``),
+    likeliest first, then the ones it removed, in the model's own (``raw``) order (ties: the
+    lower token id first)."""
+    first = distribution.top_ids(shown[None], k)[0]
+    if shown[first[-1]] > -np.inf:
+        return [int(i) for i in first]  # the row kept at least k tokens (the usual case)
+    kept = shown > -np.inf
+    n_kept = min(int(np.count_nonzero(kept)), k)
+    rest = distribution.top_ids(np.where(kept, -np.inf, raw)[None], k - n_kept)[0]
+    return [int(i) for i in first[:n_kept]] + [int(i) for i in rest]
+
+
+def _stats_torch(logits: torch.Tensor, shown: torch.Tensor, tokens: torch.Tensor, k: int,
+                 active: list[_Row]) -> list[_TokenStats]:
+    """:func:`_step`'s numbers with tensor ops on the model's device (a GPU): the whole batch
+    at once, a few small lists copied back."""
+    raw_logp = torch.log_softmax(logits, dim=-1)  # (b, V)
+    logp = torch.log_softmax(shown, dim=-1)  # (b, V)
+    raw_entropy = -(raw_logp.exp() * raw_logp).sum(-1)  # (b,)
+    p = logp.exp()
+    entropy = -(p * logp).nansum(-1)  # (b,) a removed token: 0 * -inf = NaN, counted as 0
+    chosen = tokens[:, None]
+    rank = distribution.rank_of(raw_logp, tokens).to(entropy.device)  # (b,) 1 = the favourite
+    numbers = torch.stack([raw_logp.gather(1, chosen)[:, 0], logp.gather(1, chosen)[:, 0],
+                           entropy, raw_entropy, rank.to(entropy.dtype)], dim=1).tolist()
+    top_ids = _alternatives(logp, raw_logp, k)  # (b, k)
+    top_raw = raw_logp.gather(1, top_ids).exp().tolist()
+    top_p = p.gather(1, top_ids).tolist()
+    out: list[_TokenStats] = []
+    for i, (row, ids) in enumerate(zip(active, top_ids.tolist(), strict=True)):
+        named_ids = row.spec.params.logprob_token_ids or []
+        named: list[tuple[int, float, float]] = []
+        if named_ids:
+            index = torch.tensor(named_ids, dtype=torch.long, device=p.device)
+            named = list(zip(named_ids, raw_logp[i].gather(0, index).exp().tolist(),
+                             p[i].gather(0, index).tolist(), strict=True))
+        out.append((numbers[i], list(zip(ids, top_raw[i], top_p[i], strict=True)), named))
     return out
 
 
@@ -766,15 +839,14 @@ class BackendVocab:
 
 def _alternatives(logp: torch.Tensor, raw_logp: torch.Tensor, k: int) -> torch.Tensor:
     """The ``k`` tokens to show per row ``(b, k)``: those the chain kept, likeliest first, then
-    the ones it removed, in the model's own (raw) order."""
+    the ones it removed, in the model's own (raw) order (ties: the lower token id first)."""
     if k == 0:
         return torch.empty((logp.shape[0], 0), dtype=torch.long, device=logp.device)
-    first = logp.topk(k, dim=-1)  # (b, k), kept tokens lead
-    if bool(torch.isfinite(first.values[:, -1]).all()):
-        return first.indices  # every row kept at least k tokens (the usual case)
-    first_ids = first.indices
+    first_ids: torch.Tensor = distribution.top_ids(logp, k).to(logp.device)  # (b, k)
+    if bool(torch.isfinite(logp.gather(1, first_ids[:, -1:])).all()):
+        return first_ids  # every row kept at least k tokens (the usual case)
     kept = torch.isfinite(logp)  # (b, V)
-    rest = torch.where(kept, -math.inf, raw_logp).topk(k, dim=-1).indices  # (b, k)
+    rest = distribution.top_ids(torch.where(kept, -math.inf, raw_logp), k).to(logp.device)
     n_kept = kept.sum(-1, keepdim=True).clamp(max=k)  # (b, 1)
     j = torch.arange(k, device=logp.device)  # (k,)
     pick = torch.where(j < n_kept, j, k + j - n_kept)  # (b, k) into cat([first, rest])

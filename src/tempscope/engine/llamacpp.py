@@ -22,11 +22,13 @@ llama-cpp-python's low-level API, behind :class:`~tempscope.engine.backend.Backe
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import ctypes
 import logging
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -136,6 +138,8 @@ class LlamaCppModel:
         self.n_threads = n_threads or default_threads()
         self._owner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tempscope-llama")
         self._owner_thread: threading.Thread | None = None
+        self._lock = threading.RLock()  # one call into llama.cpp at a time, from any thread
+        self._here: collections.Counter[int] = collections.Counter()  # see calls_here
         self._session_open = False
         self._held: dict[int, list[int]] = {}  # sequence id -> tokens its stream holds
         self.prefix_tokens_reused = 0  # prompt tokens taken from the prefix cache so far
@@ -169,15 +173,35 @@ class LlamaCppModel:
     # ------------------------------------------------------------------- the owning thread
 
     def _call(self, fn: Callable[[], T]) -> T:
-        """Run ``fn`` on the thread that owns the llama.cpp context."""
-        if threading.current_thread() is self._owner_thread:
-            return fn()
+        """Run ``fn`` on the thread that owns the llama.cpp context, or on this one inside
+        :meth:`calls_here`; one call at a time either way."""
+        if (threading.current_thread() is self._owner_thread
+                or self._here[threading.get_ident()]):
+            with self._lock:
+                return fn()
 
         def run() -> T:
             self._owner_thread = threading.current_thread()
-            return fn()
+            with self._lock:
+                return fn()
 
         return self._owner.submit(run).result()
+
+    @contextlib.contextmanager
+    def calls_here(self) -> Iterator[None]:
+        """Within the block this thread calls llama.cpp itself, under the same lock, instead
+        of handing each call to the owner thread and waiting: a decoding loop saves two
+        thread switches a token (about a quarter of a millisecond a step on 2 cores, where
+        the server's event loop also wants the interpreter). Each thread that calls into
+        llama.cpp keeps an OpenMP team of its own: keep this to the one decoding thread."""
+        me = threading.get_ident()
+        self._here[me] += 1
+        try:
+            yield
+        finally:
+            self._here[me] -= 1
+            if not self._here[me]:
+                del self._here[me]
 
     def _context(self, streams: int, cells: int) -> Any:
         """The context, made (again) when it lacks ``streams`` sequences (the one-off one

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from tempscope.sampling.base import History, HistoryView, Sampler
 from tempscope.sampling.build import BuildContext, build_stage
+from tempscope.sampling.choosers import greedy as greedy_choice
 from tempscope.sampling.choosers import inverse_cdf, uniforms
 from tempscope.sampling.params import SamplingParams
 from tempscope.sampling.registry import BY_NAME
@@ -233,11 +234,11 @@ class BatchSampler:
             at = torch.where(greedy, values.argmax(dim=-1), inverse_cdf(values, u))  # (B,)
             return ids.gather(-1, at[:, None])[:, 0]
         if not any(self._draw):
-            return processed.argmax(dim=-1)
+            return greedy_choice(processed)
         drawn = inverse_cdf(processed, u)
         if all(self._draw):
             return drawn
-        return torch.where(greedy, processed.argmax(dim=-1), drawn)
+        return torch.where(greedy, greedy_choice(processed), drawn)
 
     def accept(self, tokens: Tensor) -> None:
         """Append ``(B,)`` chosen tokens to the history and hand them to the stateful stages

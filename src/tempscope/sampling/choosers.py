@@ -13,7 +13,8 @@ from tempscope import distribution
 
 def greedy(logits: Tensor) -> Tensor:
     """``(B,)`` int64: each row's first maximum."""
-    return logits.argmax(dim=-1)
+    out: Tensor = distribution.row_argmax(logits).to(logits.device)
+    return out
 
 
 def uniforms(generators: Sequence[torch.Generator | None], draw: Sequence[bool],

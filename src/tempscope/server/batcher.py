@@ -85,6 +85,12 @@ class Job:
             self.cancel()
 
 
+def _deliver(items: list[tuple[Job, tuple[int, StepEvent]]]) -> None:
+    """On the event loop: queue a step's events, each on its job's queue, in order."""
+    for job, item in items:
+        job.queue.put_nowait(item)
+
+
 class Batcher:
     """The server's scheduler: one continuously batched decoding session for every request.
 
@@ -99,7 +105,7 @@ class Batcher:
         max_prompt_tokens: most prompt tokens admitted and not yet prefilled at once; a job
             over it alone still runs (when nothing else waits to be prefilled). None = no cap.
         make_decoder: builds the decoder (``make_decoder(model, on_step=..., is_cancelled=
-            ..., rows=..., tokens=...)``); a stand-in can be given in tests.
+            ..., rows=..., tokens=..., on_decode=...)``); a stand-in can be given in tests.
     """
 
     def __init__(self, model: Backend, *, window_s: float = 0.005, max_rows: int = 64,
@@ -120,6 +126,8 @@ class Batcher:
         self._pending: collections.deque[Job] = collections.deque()  # not yet admitted
         self._running: list[Job] = []  # admitted, rows not all ended
         self._owner: dict[int, tuple[Job, int]] = {}  # decoder row -> (job, local row)
+        # A step's events, sent to the event loop(s) in one wake-up each (see _flush).
+        self._outbox: list[tuple[Job, tuple[int, StepEvent]]] = []
         self._next_row = 0
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -200,9 +208,11 @@ class Batcher:
                     before = decoder.decode_steps
                     ended = decoder.step()
                 except Exception as exc:
+                    self._flush()
                     self._failed(decoder, exc)
                     decoder = None
                     continue
+                self._flush()  # the events of rows that ended, before their Done
                 self.batches_run += decoder.decode_steps - before
                 for row in ended:
                     self._ended(row)
@@ -214,7 +224,7 @@ class Batcher:
         # when the request that opens one needs it), again each time the server was idle.
         return self._make_decoder(self.model, on_step=self._on_step,
                                   is_cancelled=self._is_cancelled, rows=self.max_rows,
-                                  tokens=MIN_ROW_TOKENS)
+                                  tokens=MIN_ROW_TOKENS, on_decode=self._flush)
 
     def _admit(self, decoder: Decoder) -> None:
         """Move waiting jobs into the decoder, oldest first, while they fit."""
@@ -267,7 +277,24 @@ class Batcher:
         job.started = True
         self.tokens_run += 1
         if job.events:
-            job._put((local, dataclasses.replace(event, row=local)))
+            self._outbox.append((job, (local, dataclasses.replace(event, row=local))))
+
+    def _flush(self) -> None:
+        """Send the events gathered since the last flush: one wake-up per event loop, not
+        one per event (the decoder calls this before each engine step, so the event loop
+        writes them out while the engine computes the next logits)."""
+        if not self._outbox:
+            return
+        items, self._outbox = self._outbox, []
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Job, tuple[int, StepEvent]]]] = {}
+        for job, item in items:
+            by_loop.setdefault(job.loop, []).append((job, item))
+        for loop, batch in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, batch)
+            except RuntimeError:  # the event loop is closed: nobody is listening any more
+                for job, _ in batch:
+                    job.cancel()
 
     def _is_cancelled(self, row: int) -> bool:
         return self._owner[row][0].cancelled.is_set()
