@@ -1,5 +1,6 @@
 """``tempscope serve`` beside llama.cpp's C++ ``llama-server``: the same embedded GGUF
-(SmolLM2-135M-Instruct, Q4_1), 2 threads each, one server up at a time, the same requests.
+(SmolLM2-135M-Instruct, Q4_1), 2 threads each, both servers up and one measured at a time, the
+same requests.
 
 Run: ``.venv/bin/python bench/serve.py`` (a few minutes on 2 idle cores; ``--quick`` is a smoke
 test, under a minute per server, written to ``$TMPDIR/tempscope-serve-quick``). Writes
@@ -13,6 +14,11 @@ fields) and ``bench/serve.md`` (the table, with the issue's goals).
 - load: 1, 8 and 32 concurrent streaming clients, each sending 64-token completions back to
   back (1 x 4, 8 x 4, 32 x 2 requests): generated tokens / wall time (goal >= 0.9x llama-server
   at each), time to first token p50 / p99 (goal at 32 clients: p99 <= 1.5x llama-server's).
+  Each load level runs in 3 rounds that alternate between the servers (tempscope, llama-server,
+  tempscope, ...): a shared 2-core virtual machine drifts by +-15 % within minutes, so
+  measuring one server after the other put the drift into the ratio (0.74x and 0.85x at 1
+  client on two days with the same code). The table gives tokens / wall time over all rounds;
+  the JSON keeps each round's, and the ratio of each round pair.
 - branch: the lab's "branch from token N" (``/v1/lab/continue`` sends the text so far plus the
   chosen tokens) at a 1,500-token context, as plain ``/v1/completions`` with token-id prompts:
   a 1-token completion of the context (so its KV could be kept), then the context plus 4 tokens,
@@ -44,6 +50,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import importlib.metadata
 import json
 import math
@@ -95,6 +102,7 @@ class Sizes:
     short_gap_s: float = 0.5  # pause between two of them
     loads: tuple[tuple[int, int], ...] = ((1, 4), (8, 4), (32, 2))  # (clients, requests each)
     load_tokens: int = 64
+    load_rounds: int = 3  # rounds per load level, alternating between the servers
     branch_context: int = 1500  # tokens before the branch point
     branch_tokens: int = 4  # tokens the branch adds
     branch_runs: int = 3  # contexts, each new
@@ -104,7 +112,7 @@ class Sizes:
 
 
 QUICK = Sizes(idle_runs=2, long_tokens=96, long_lead=8, short_runs=2, short_gap_s=0.1,
-              loads=((1, 2), (8, 1), (32, 1)), load_tokens=8, branch_context=256,
+              loads=((1, 2), (8, 1), (32, 1)), load_tokens=8, load_rounds=1, branch_context=256,
               branch_runs=1, sweep_rows=16, sweep_prompts=4, sweep_tokens=8)
 
 
@@ -261,28 +269,56 @@ async def _client(client: httpx.AsyncClient, side: Side, work: Workload, first: 
                                       work.sizes.load_tokens, seed=i))
 
 
-async def load(client: httpx.AsyncClient, side: Side, work: Workload) -> dict[str, Any]:
-    """N concurrent streaming clients: generated tokens / wall, time to first token."""
-    out: dict[str, Any] = {}
-    # One untimed request first, on both servers: the load is measured in a steady state, not
-    # on the first request after the previous measurement (tempscope re-makes llama.cpp's
-    # context for 64 short rows after the 1,000-token one, ~0.3 s; that shows in the
-    # during-long and idle rows, and the warm-up's time is kept in the JSON).
-    warm = await complete(client, side, work.prompts[0], work.sizes.load_tokens, seed=10**6)
-    out["warm_up_s"] = warm.total_s
-    for clients, each in work.sizes.loads:
-        replies: list[Reply] = []
-        start = time.perf_counter()
-        await asyncio.gather(*(_client(client, side, work, c * each, each, replies)
-                               for c in range(clients)))
-        wall = time.perf_counter() - start
-        ttft = [r.first_token_s for r in replies]
-        tokens = sum(r.tokens for r in replies)
-        out[str(clients)] = {
-            "clients": clients, "requests_per_client": each, "max_tokens": work.sizes.load_tokens,
-            "wall_s": wall, "tokens": tokens, "tok_s": tokens / wall, "ttft_s": ttft,
-            "ttft_p50_s": pct(ttft, 50), "ttft_p99_s": pct(ttft, 99),
-            "latency_s": [r.total_s for r in replies]}
+async def load_level(client: httpx.AsyncClient, side: Side, work: Workload, clients: int,
+                     each: int) -> list[Reply]:
+    """``clients`` concurrent streaming clients, ``each`` requests back to back."""
+    replies: list[Reply] = []
+    await asyncio.gather(*(_client(client, side, work, c * each, each, replies)
+                           for c in range(clients)))
+    return replies
+
+
+async def load(sides: list[Side], work: Workload) -> dict[str, dict[str, Any]]:
+    """N concurrent streaming clients: generated tokens / wall, time to first token; each
+    level in rounds that alternate between the servers. Returns each server's result."""
+    out: dict[str, dict[str, Any]] = {side.name: {} for side in sides}
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=0)
+    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
+        for side in sides:
+            # One untimed request first: the load is measured in a steady state, not on the
+            # first request after the previous measurement (tempscope re-makes llama.cpp's
+            # context for 64 short rows after the 1,000-token one, ~0.3 s).
+            warm = await complete(client, side, work.prompts[0], work.sizes.load_tokens,
+                                  seed=10**6)
+            out[side.name]["warm_up_s"] = warm.total_s
+        for clients, each in work.sizes.loads:
+            rounds: dict[str, list[tuple[float, list[Reply]]]] = {s.name: [] for s in sides}
+            for r in range(work.sizes.load_rounds):
+                for side in sides:
+                    start = time.perf_counter()
+                    replies = await load_level(client, side, work, clients, each)
+                    rounds[side.name].append((time.perf_counter() - start, replies))
+                    tok_s = sum(x.tokens for x in replies) / rounds[side.name][-1][0]
+                    log(f"load {clients} client(s), round {r + 1}: {side.name} {tok_s:.1f} tok/s")
+            for side in sides:
+                walls = [wall for wall, _ in rounds[side.name]]
+                replies = [x for _, rs in rounds[side.name] for x in rs]
+                ttft = [x.first_token_s for x in replies]
+                tokens = sum(x.tokens for x in replies)
+                out[side.name][str(clients)] = {
+                    "clients": clients, "requests_per_client": each,
+                    "max_tokens": work.sizes.load_tokens, "rounds": len(walls),
+                    "wall_s": sum(walls), "tokens": tokens, "tok_s": tokens / sum(walls),
+                    "round_tok_s": [sum(x.tokens for x in rs) / wall
+                                    for wall, rs in rounds[side.name]],
+                    "ttft_s": ttft, "ttft_p50_s": pct(ttft, 50), "ttft_p99_s": pct(ttft, 99),
+                    "latency_s": [x.total_s for x in replies]}
+    if len(sides) == 2:
+        a, b = (out[s.name] for s in sides)
+        for clients, _ in work.sizes.loads:
+            key = str(clients)
+            a[key]["round_ratio"] = [x / y for x, y in zip(a[key]["round_tok_s"],
+                                                           b[key]["round_tok_s"], strict=True)]
     return out
 
 
@@ -319,8 +355,10 @@ async def sweep(client: httpx.AsyncClient, side: Side, work: Workload) -> dict[s
 
 
 Measurement = Callable[[httpx.AsyncClient, Side, Workload], Awaitable[dict[str, Any]]]
-MEASUREMENTS: dict[str, Measurement] = {"idle": idle, "during-long": during_long, "load": load,
+# Measured one server at a time, the other idle; "load" runs after them on both in turn.
+MEASUREMENTS: dict[str, Measurement] = {"idle": idle, "during-long": during_long,
                                         "branch": branch, "sweep": sweep}
+NAMES = [*MEASUREMENTS, "load"]
 
 
 async def measure(side: Side, work: Workload, names: list[str],
@@ -367,20 +405,23 @@ def workload(sizes: Sizes) -> Workload:
 
 
 class OtherWork:
-    """CPU time the machine spends on processes other than this one and the server: what
-    shared the cores while a measurement ran (Linux: ``/proc``)."""
+    """CPU time the machine spends on processes other than this one and the servers measured:
+    what shared the cores while a measurement ran (Linux: ``/proc``). A server up but idle
+    counts as other: its share shows that it stayed idle."""
 
-    def __init__(self, server: int) -> None:
-        self.server = server
+    def __init__(self, *servers: int) -> None:
+        self.servers = servers  # the servers measured (the load: both)
         self.mark = self._now()
 
     def _now(self) -> tuple[float, float, float]:
-        """(wall clock, CPU seconds of every process, of this one and the server)."""
+        """(wall clock, CPU seconds of every process, of this one and the servers)."""
         tick = os.sysconf("SC_CLK_TCK")
         cpu = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
         busy = sum(int(x) for i, x in enumerate(cpu) if i not in (3, 4)) / tick  # not idle, iowait
-        stat = Path(f"/proc/{self.server}/stat").read_text().rsplit(")", 1)[1].split()
-        ours = (int(stat[11]) + int(stat[12])) / tick + sum(os.times()[:2])  # utime + stime
+        ours = sum(os.times()[:2])
+        for pid in self.servers:
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ours += (int(stat[11]) + int(stat[12])) / tick  # utime + stime
         return time.monotonic(), busy, ours
 
     def lap(self) -> dict[str, float]:
@@ -565,7 +606,8 @@ def markdown(res: dict[str, Any]) -> str:
                        for name, side in res["sides"].items() if side.get("other_work"))
     about = (
         f"Measured {res['date']} on {m['cpu']} ({m['cores']} cores), {THREADS} threads per "
-        f"server, one server up at a time"
+        f"server, both up, one measured at a time (the load levels in rounds alternating "
+        f"between them)"
         + (f"; other processes used {shared} measurements (near 0 on a quiet machine)"
            if shared else "")
         + f". tempscope {v['tempscope']} "
@@ -593,7 +635,7 @@ def markdown(res: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
-    ap.add_argument("--only", choices=list(MEASUREMENTS),
+    ap.add_argument("--only", choices=NAMES,
                     help="one measurement, into the results already at --out")
     ap.add_argument("--out", type=Path, default=None,
                     help="the JSON file (the table goes beside it as .md); default "
@@ -610,7 +652,7 @@ def main(argv: list[str] | None = None) -> int:
                              if args.quick else HERE / "serve.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     logs = Path(tempfile.mkdtemp(prefix="tempscope-serve-"))
-    names = [args.only] if args.only else list(MEASUREMENTS)
+    names = [args.only] if args.only else NAMES
     binary = None if args.skip_llama_server else llama_server_binary()
 
     results: dict[str, Any] = {}
@@ -649,26 +691,40 @@ def main(argv: list[str] | None = None) -> int:
         out.write_text(json.dumps(results, indent=2) + "\n")
         out.with_suffix(".md").write_text(markdown(results))
 
-    for name, start in starts.items():  # one server at a time: they share the 2 cores
-        entry = results["sides"].setdefault(name, {})
-        entry.pop("skipped", None)
-        entry.update(load_average_before=os.getloadavg(), busy_processes_before=busy_processes())
-        log(f"starting {name}")
-        with start() as side:
+    with contextlib.ExitStack() as stack:
+        # Both servers up; one is measured at a time while the other idles (0 % of a core:
+        # the "other processes" figure of each measurement checks it).
+        sides: dict[str, Side] = {}
+        others: dict[str, OtherWork] = {}
+        for name, start in starts.items():
+            entry = results["sides"].setdefault(name, {})
+            entry.pop("skipped", None)
+            entry.update(load_average_before=os.getloadavg(),
+                         busy_processes_before=busy_processes())
+            log(f"starting {name}")
+            sides[name] = side = stack.enter_context(start())
             entry.update(side.setup)
-            other = OtherWork(side.pid)
 
-            def done(key: str, result: dict[str, Any], entry: dict[str, Any] = entry,
-                     side: Side = side, other: OtherWork = other) -> None:
-                entry.setdefault("results", {})[key] = result
-                entry.setdefault("other_work", {})[key] = lap = other.lap()
-                entry["load_average_after"] = os.getloadavg()
-                save()
-                log(f"{side.name} {key}: {json.dumps(headline(result))}; other processes: "
-                    f"{lap['other_cpu_s']:.1f} CPU s in {lap['wall_s']:.1f} s")
+        def done(name: str, key: str, result: dict[str, Any]) -> None:
+            entry = results["sides"][name]
+            entry.setdefault("results", {})[key] = result
+            entry.setdefault("other_work", {})[key] = lap = others[name].lap()
+            entry["load_average_after"] = os.getloadavg()
+            save()
+            log(f"{name} {key}: {json.dumps(headline(result))}; other processes: "
+                f"{lap['other_cpu_s']:.1f} CPU s in {lap['wall_s']:.1f} s")
 
-            asyncio.run(measure(side, work, names, done))
-        log(f"{name} stopped")
+        for name, side in sides.items():
+            others[name] = OtherWork(side.pid)
+            asyncio.run(measure(side, work, [n for n in names if n in MEASUREMENTS],
+                                functools.partial(done, name)))
+        if "load" in names:
+            for name in sides:
+                others[name] = OtherWork(*(s.pid for s in sides.values()))
+            log("load: " + ", ".join(sides) + " in turn")
+            for name, result in asyncio.run(load(list(sides.values()), work)).items():
+                done(name, "load", result)
+    log("servers stopped")
     results["busy_processes_end"] = busy_processes()
     save()
     print(markdown(results))
