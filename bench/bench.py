@@ -168,6 +168,21 @@ def tempscope_sweep(model: Backend, samples: int, tokens: int) -> None:
         raise RuntimeError("tempscope's sweep did not generate every row in full")
 
 
+def decode_only(model: Backend, rows: int, tokens: int) -> None:
+    """The sweep's engine work alone: the prompt prefilled for ``rows`` rows, then the
+    ``tokens - 1`` decode steps that give each row ``tokens`` tokens, with no sampler chain, no
+    step records, the same token fed back (a step's cost does not depend on which): the
+    ceiling a sweep on this engine can reach."""
+    ids = model.encode(PROMPT)
+    session = model.open_session([ids] * rows, budget=tokens)
+    try:
+        same = torch.full((rows,), ids[-1], dtype=torch.long)
+        for _ in range(tokens - 1):
+            session.step(same)
+    finally:
+        session.close()
+
+
 # ------------------------------------------------------------------------------ P1-P6
 
 def p1(model: LoadedModel, runs: int) -> dict[str, Any]:
@@ -257,19 +272,32 @@ def sweeps(model: LoadedModel, llama: dict[str, Any] | None, lcp: dict[str, Any]
                "detail": {"one_row": got["one_row"]}},
     }
     if llama is not None and lcp is not None:
-        out["P5"] = {
-            "rows": rows, "tokens_per_row": tokens, "n_threads": lcp["n_threads"],
-            "llama_s": s["llama"], "llama_tok_s": total / s["llama"], "lcp_s": s["lcp"],
-            "lcp_tok_s": total / s["lcp"], "torch_s": s["torch"],
-            "torch_tok_s": total / s["torch"],
-            "checks": [check(f"llama-cpp-python, {rows} requests one after another",
-                             s["lcp"] / s["llama"], ">= 2x", s["lcp"] / s["llama"] >= 2),
-                       check("tempscope on torch, same sweep", s["torch"] / s["llama"],
-                             ">= 1.5x", s["torch"] / s["llama"] >= 1.5)],
-            "detail": {"llama": llama["detail"], "lcp": lcp["detail"], "torch": got["torch"]}}
+        out["P5"] = p5(llama, lcp, got["torch"])
     else:
         out["P5"] = {"note": NO_LLAMA}
     return out
+
+
+def p5(llama: dict[str, Any], lcp: dict[str, Any], torch_sweep: dict[str, Any]
+       ) -> dict[str, Any]:
+    """P5 from the llama.cpp worker (its sweep and, in turns with it, the decode-only
+    ceiling), the llama-cpp-python worker and the torch sweep."""
+    rows, tokens = llama["rows"], llama["tokens_per_row"]
+    total = rows * tokens
+    ours, base, torch_s = llama["sweep_s"], lcp["sweep_s"], torch_sweep["median_s"]
+    ceiling = llama["ceiling_s"]
+    return {
+        "rows": rows, "tokens_per_row": tokens, "n_threads": lcp["n_threads"],
+        "llama_s": ours, "llama_tok_s": total / ours, "lcp_s": base,
+        "lcp_tok_s": total / base, "torch_s": torch_s, "torch_tok_s": total / torch_s,
+        "ceiling_s": ceiling, "ceiling_tok_s": total / ceiling,
+        "checks": [check(f"llama-cpp-python, {rows} requests one after another", base / ours,
+                         ">= 2.5x", base / ours >= 2.5),
+                   check("tempscope on torch, same sweep", torch_s / ours, ">= 1.5x",
+                         torch_s / ours >= 1.5),
+                   check("the decode-only ceiling (same process, in turns)", ceiling / ours,
+                         ">= 0.85", ceiling / ours >= 0.85)],
+        "detail": {"llama": llama["detail"], "lcp": lcp["detail"], "torch": torch_sweep}}
 
 
 def seed_loop(model: LoadedModel, prompt: str, temperature: float, tokens: int) -> str:
@@ -477,14 +505,20 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         tempscope_decode(model, 4)  # warm-up: thread pools, allocator, llama.cpp context
         tempscope_sweep(model, 1, 2)
         b1 = timed(lambda: tempscope_decode(model, args.decode_tokens), args.runs)
-        sweep = timed(lambda: tempscope_sweep(model, args.samples, args.sweep_tokens),
-                      args.sweep_runs)
         rows = len(TEMPS) * args.samples
+        fns: dict[str, Callable[[], object]] = {
+            "sweep": lambda: tempscope_sweep(model, args.samples, args.sweep_tokens)}
+        if args.engine == "llama.cpp":  # P5's ceiling, in turns with the sweep
+            fns["ceiling"] = lambda: decode_only(model, rows, args.sweep_tokens)
+        got = compare(fns, args.sweep_runs)
+        sweep = got["sweep"]
         res.update(decode_tokens=args.decode_tokens,
                    batch1_tok_s=args.decode_tokens / b1["median_s"], rows=rows,
                    tokens_per_row=args.sweep_tokens,
                    sweep_tok_s=rows * args.sweep_tokens / sweep["median_s"],
-                   sweep_s=sweep["median_s"], detail={"batch1": b1, "sweep": sweep})
+                   sweep_s=sweep["median_s"], detail={"batch1": b1, **got})
+        if "ceiling" in got:
+            res["ceiling_s"] = got["ceiling"]["median_s"]
     res["peak_rss_mb"] = peak_rss_mb()
     return res
 
@@ -683,7 +717,7 @@ def markdown(res: dict[str, Any]) -> str:
         f"{c['ratio']:.0f}x", c["goal"], c["met"])
     r = b["P5"]
     if "checks" in r:
-        c1, c2 = r["checks"]
+        c1, c2, *rest = r["checks"]
         ours = f"{r['llama_s']:.1f} s ({r['llama_tok_s']:.0f} tok/s)"
         row("P5", f"same sweep: tempscope llama.cpp (one batch of {r['rows']} rows) vs "
             f"llama-cpp-python, {r['rows']} requests one after another", ours,
@@ -692,6 +726,11 @@ def markdown(res: dict[str, Any]) -> str:
         row("P5", "same sweep: tempscope llama.cpp vs tempscope torch", ours,
             f"{r['torch_s']:.1f} s ({r['torch_tok_s']:.0f} tok/s)", f"{c2['ratio']:.2f}x",
             c2["goal"], c2["met"])
+        for c3 in rest:  # runs before the ceiling was measured have no third check
+            row("P5", "same sweep: tempscope llama.cpp vs its decode-only ceiling (prefill "
+                "and llama_decode alone, no sampler chain)", ours,
+                f"{r['ceiling_s']:.1f} s ({r['ceiling_tok_s']:.0f} tok/s)",
+                f"{c3['ratio']:.0%}", c3["goal"], c3["met"])
     else:
         missing("P5", "same sweep on llama.cpp", r["note"])
     r = b["P6"]
@@ -794,7 +833,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--torch-cold-runs", type=int, default=1,
                     help="cold `tempscope next --engine torch` runs (each converts; ~40 s)")
     # a fresh process for one model on one engine (the Gemma rows)
-    ap.add_argument("--only", choices=["P6", "study", "S2"],
+    ap.add_argument("--only", choices=["P5", "P6", "study", "S2"],
                     help="rerun one measurement into the existing results.json/.md")
     ap.add_argument("--study-out", type=Path, default=Path("runs/degen"),
                     help="where --only study leaves its run (default runs/degen)")
@@ -833,7 +872,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.only:  # one measurement into the results of the last full run
         results = json.loads((args.out / "results.json").read_text())
         bench = results["benchmarks"]
-        if args.only == "P6":
+        if args.only == "P5":
+            if not llama_available():
+                raise SystemExit(f"P5: {NO_LLAMA}")
+            gguf = embedded_gguf_path()
+            ours = run_worker(gguf, "llama.cpp", 1, runs, 8, samples, sweep_tokens)
+            theirs = run_worker(gguf, "lcp", 1, runs, 8, samples, sweep_tokens)
+            on_torch = load_torch()
+            tempscope_sweep(on_torch, 1, 2)
+            save("P5", p5(ours, theirs, timed(lambda: tempscope_sweep(on_torch, samples,
+                                                                    sweep_tokens), runs)))
+        elif args.only == "P6":
             save("P6", p6(load_torch()))
         elif args.only == "S2":
             save("S2", calibration_study(args.study_out.with_name("calib")))
