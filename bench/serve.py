@@ -70,8 +70,8 @@ sys.path.insert(1, str(ROOT))
 from bench import busy_processes, machine  # noqa: E402
 from tests.server_helpers import free_port, llama_server_binary, wait_until_up  # noqa: E402
 
-from tempscope.models import embedded_gguf_path  # noqa: E402
-from tempscope.remote_wire import llama_server_fields, server_info  # noqa: E402
+from tempscope.engine.loader import embedded_gguf_path  # noqa: E402
+from tempscope.engine.remote.wire import llama_server_fields, server_info  # noqa: E402
 from tempscope.sampling import SamplingParams  # noqa: E402
 
 TEMPSCOPE, LLAMA = "tempscope", "llama-server"

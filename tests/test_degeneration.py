@@ -22,7 +22,7 @@ ARGS = ["--prompts", "3", "--max-new-tokens", "8"]
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir: Path) -> Any:
-    from tempscope.models import load_model
+    from tempscope.engine.loader import load_model
 
     return load_model(str(tiny_model_dir))
 

@@ -15,7 +15,7 @@ from tempscope.calibration_study import LAB_PROMPTS, LAB_TOKENS, default_text_ca
 
 @pytest.fixture(scope="module")
 def model(tiny_model_dir: Path) -> Any:
-    from tempscope.models import load_model
+    from tempscope.engine.loader import load_model
 
     return load_model(str(tiny_model_dir))
 

@@ -194,8 +194,8 @@ def test_score_texts_matches_one_forward_per_token(tiny_model_dir: object) -> No
     """Batched, padded, prompt-masked scoring == a plain loop of one forward per token."""
     import torch
 
+    from tempscope.engine.loader import load_model
     from tempscope.metrics import score_texts
-    from tempscope.models import load_model
 
     model = load_model(str(tiny_model_dir))
     prompts = ["The cat", "A much longer prompt here", "The cat"]

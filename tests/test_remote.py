@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tempscope.generator import RemoteGenerator, Row
-from tempscope.remote import NEUTRAL_FIELDS, RemoteClient, RemoteError
-from tempscope.remote_engine import check_settings, remote_generate, remote_next_token
+from tempscope.engine.generator import RemoteGenerator, Row
+from tempscope.engine.remote.client import NEUTRAL_FIELDS, RemoteClient, RemoteError
+from tempscope.engine.remote.engine import check_settings, remote_generate, remote_next_token
 from tempscope.sampling import SamplingParams
 from tests.conftest import run_cli
 from tests.remote_proxy import Faults, fault_proxy
@@ -256,7 +256,7 @@ def test_cli_sweep_fault_message_then_resume(server: LiveServer, tmp_path: Path)
 def llama_cpp_server(log: Path) -> Iterator[str]:
     """Run llama-cpp-python's own OpenAI-compatible server on the embedded GGUF; yields its
     ``/v1`` URL once ``/v1/models`` answers."""
-    from tempscope.models import embedded_gguf_path
+    from tempscope.engine.loader import embedded_gguf_path
 
     port = free_port()
     with log.open("w") as out:

@@ -60,7 +60,7 @@ def test_story_states_the_numbers() -> None:
 
 @pytest.fixture(scope="module")
 def run_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tempscope.models import load_model
+    from tempscope.engine.loader import load_model
     from tempscope.study import sweep
 
     out = tmp_path_factory.mktemp("sweep")

@@ -141,7 +141,7 @@ def run_calibration(
     """Run (or resume) the study into ``out``; returns ``out`` as a path.
 
     Args:
-        model: a loaded model or a name/path for :func:`tempscope.models.load_model`
+        model: a loaded model or a name/path for :func:`tempscope.engine.loader.load_model`
             (``None`` = the embedded default).
         out: the study directory (created; rerun to resume).
         prompts: passages scored and continued.
@@ -158,7 +158,7 @@ def run_calibration(
             ``samples``.
     """
     from tempscope.corpus import CORPUS, human_references
-    from tempscope.models import load_model
+    from tempscope.engine.loader import load_model
     from tempscope.sampling import SamplingParams
     from tempscope.study import sweep
 

@@ -43,8 +43,8 @@ from tempscope.sampling.params import SamplingParams
 
 if TYPE_CHECKING:
     from tempscope.engine.backend import Backend
-    from tempscope.generator import Generator
-    from tempscope.remote import RemoteClient
+    from tempscope.engine.generator import Generator
+    from tempscope.engine.remote.client import RemoteClient
     from tempscope.study import SweepProgress
 
 __all__ = [
@@ -153,9 +153,10 @@ def run_degeneration(
     """Run (or resume) the study into ``out``; returns ``out`` as a path.
 
     Args:
-        model: a loaded model, a name/path for :func:`tempscope.models.load_model` (``None`` =
-            the embedded default), a :class:`tempscope.remote.RemoteClient`, or any
-            :class:`~tempscope.generator.Generator`.
+        model: a loaded model, a name/path for :func:`tempscope.engine.loader.load_model`
+            (``None`` = the embedded default), a
+            :class:`tempscope.engine.remote.client.RemoteClient`, or any
+            :class:`~tempscope.engine.generator.Generator`.
         out: the study directory (created; rerun to resume).
         prompts: passages, one sample per passage and decoder.
         max_new_tokens: tokens per generation and per human continuation.
@@ -164,11 +165,11 @@ def run_degeneration(
         batch_rows: rows decoded together (several prompts per engine call).
         tokenizer: the model whose tokens cut the passages when ``model`` is a server
             (default the embedded model; :attr:`Generator.tokenizer
-            <tempscope.generator.Generator.tokenizer>`); a local ``model`` uses its own.
+            <tempscope.engine.generator.Generator.tokenizer>`); a local ``model`` uses its own.
         progress: called with the decoder's name and its sweep's progress.
     """
     from tempscope.corpus import human_references
-    from tempscope.generator import as_generator
+    from tempscope.engine.generator import as_generator
     from tempscope.study import sweep
 
     texts = check_study(prompts, max_new_tokens, prompt_tokens, batch_rows)

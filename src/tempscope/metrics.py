@@ -60,7 +60,7 @@ __all__ = [
 
 
 class AlternativeLike(Protocol):
-    """One of the most likely tokens at a step (``tempscope.generation.Alternative``)."""
+    """One of the most likely tokens at a step (``tempscope.engine.loop.Alternative``)."""
 
     @property
     def token_id(self) -> int: ...
@@ -69,7 +69,7 @@ class AlternativeLike(Protocol):
 
 
 class StepLike(Protocol):
-    """The fields of ``tempscope.generation.StepEvent`` the step metrics read."""
+    """The fields of ``tempscope.engine.loop.StepEvent`` the step metrics read."""
 
     @property
     def token_id(self) -> int: ...

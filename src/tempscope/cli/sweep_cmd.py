@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     warn_settings(gen.check_settings(configs))
     judge = None
     if args.judge is not None:
-        from tempscope.models import load_model
+        from tempscope.engine.loader import load_model
 
         judge = load_model(args.judge, device=args.device)
     from tempscope.study import sweep

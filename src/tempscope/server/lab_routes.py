@@ -55,7 +55,7 @@ from tempscope.server.streaming import (
 )
 
 if TYPE_CHECKING:
-    from tempscope.generation import RowResult, StepEvent
+    from tempscope.engine.loop import RowResult, StepEvent
     from tempscope.sampling import SamplingParams
 
 router = APIRouter(prefix="/v1/lab", tags=["lab"])
