@@ -563,7 +563,7 @@ def calibration_study(out: Path, engine: str | None = None) -> dict[str, Any]:
     engine = engine or ("llama.cpp" if llama_available() else "torch")
     import shutil
 
-    from tempscope.calibration_study import SAMPLE_TEMPERATURES
+    from tempscope.study.calibration_study import SAMPLE_TEMPERATURES
 
     shutil.rmtree(out, ignore_errors=True)  # a resumed run would time nothing
     cli = str(Path(sys.executable).with_name("tempscope"))

@@ -352,7 +352,7 @@ def workload(sizes: Sizes) -> Workload:
     """The prompts, the branch contexts and the end-of-generation tokens, from the embedded
     model loaded in this process for a moment (before any server starts)."""
     from tempscope import load_model
-    from tempscope.study import builtin_prompts
+    from tempscope.study.grid import builtin_prompts
 
     model = load_model(engine="llama.cpp")
     prompts = builtin_prompts()

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from tempscope.calibration import (
+from tempscope.engine.backend import Backend
+from tempscope.study.calibration import (
     GRID,
     CalibrationSums,
     block_sums,
@@ -22,7 +23,6 @@ from tempscope.calibration import (
     reliability_bins,
     score_text,
 )
-from tempscope.engine.backend import Backend
 from tests.tiny_gguf import write_tiny_gguf
 
 

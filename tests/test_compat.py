@@ -30,8 +30,9 @@ def test_the_old_import_forms_reach_the_same_objects() -> None:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        from tempscope import generation
         from tempscope.remote import RemoteClient
+
+        from tempscope import generation
 
     assert generation is loop
     assert RemoteClient is client.RemoteClient

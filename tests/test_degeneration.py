@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from tempscope.corpus import clean, corpus_text, human_references, passages
-from tempscope.degeneration import DECODERS, load_study
 from tempscope.errors import TempscopeError
+from tempscope.study.corpus import clean, corpus_text, human_references, passages
+from tempscope.study.degeneration import DECODERS, load_study
 from tests.conftest import run_cli
 from tests.server_helpers import live_server
 

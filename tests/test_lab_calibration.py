@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tempscope.calibration_study import LAB_PROMPTS, LAB_TOKENS, default_text_calibration
+from tempscope.study.calibration_study import LAB_PROMPTS, LAB_TOKENS, default_text_calibration
 
 
 @pytest.fixture(scope="module")

@@ -203,7 +203,7 @@ def test_cli_sweep_manifest_and_report(llama: LiveServer, tmp_path: Path) -> Non
 
 
 def test_cli_study_degeneration(llama: LiveServer, tmp_path: Path) -> None:
-    from tempscope.degeneration import DECODERS, load_study
+    from tempscope.study.degeneration import DECODERS, load_study
 
     out = tmp_path / "degen"
     proc = run_cli("study", "degeneration", "--endpoint", llama.base_url, "--prompts", "2",

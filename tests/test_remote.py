@@ -199,8 +199,8 @@ def test_cli_generate_warns_about_refused_settings(server: LiveServer) -> None:
 
 def test_sweep_report_and_resume_after_server_killed(tiny_model_dir: Path,
                                                     tmp_path: Path) -> None:
-    from tempscope.report import write_report
-    from tempscope.study import read_manifest, read_records, sweep
+    from tempscope.report.sweep import write_report
+    from tempscope.study.grid import read_manifest, read_records, sweep
 
     out = tmp_path / "run"
     prompts = ["The cat", "A dog", "One two"]

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tempscope.errors import TempscopeError
-from tempscope.study import (
+from tempscope.study.grid import (
     SweepProgress,
     builtin_prompts,
     read_manifest,

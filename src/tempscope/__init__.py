@@ -30,7 +30,6 @@ from tempscope.table import TokenDistribution, temperature_table
 _install_moved_modules()  # the flat layout's module paths (tempscope.generation, ...) still import
 
 if TYPE_CHECKING:
-    from tempscope.calibration import Calibration, calibrate
     from tempscope.engine.generator import Generator, LocalGenerator, RemoteGenerator, as_generator
     from tempscope.engine.loader import LoadedModel, ModelFacts, default_device, load_model
     from tempscope.engine.loop import (
@@ -52,15 +51,17 @@ if TYPE_CHECKING:
     )
     from tempscope.engine.remote.client import RemoteClient, RemoteError
     from tempscope.engine.remote.engine import RemoteSample, remote_generate, remote_next_token
-    from tempscope.metrics import bootstrap_ci, score_texts
-    from tempscope.report import write_report
+    from tempscope.engine.scoring import score_texts
+    from tempscope.report.sweep import write_report
     from tempscope.sampling.batch import BatchSampler, probabilities
-    from tempscope.study import SweepProgress, builtin_prompts, sweep
+    from tempscope.study.calibration import Calibration, calibrate
+    from tempscope.study.grid import SweepProgress, builtin_prompts, sweep
+    from tempscope.study.metrics import bootstrap_ci
 
 _LAZY: dict[str, str] = {
     "Alternative": "engine.loop",
     "BatchSampler": "sampling.batch",
-    "Calibration": "calibration",
+    "Calibration": "study.calibration",
     "Generator": "engine.generator",
     "LoadedModel": "engine.loader",
     "LocalGenerator": "engine.generator",
@@ -76,13 +77,13 @@ _LAZY: dict[str, str] = {
     "RowSpec": "engine.loop",
     "Sample": "engine.loop",
     "StepEvent": "engine.loop",
-    "SweepProgress": "study",
+    "SweepProgress": "study.grid",
     "TemperatureResult": "engine.nexttoken",
     "TokenRow": "engine.nexttoken",
     "as_generator": "engine.generator",
-    "bootstrap_ci": "metrics",
-    "builtin_prompts": "study",
-    "calibrate": "calibration",
+    "bootstrap_ci": "study.metrics",
+    "builtin_prompts": "study.grid",
+    "calibrate": "study.calibration",
     "default_device": "engine.loader",
     "derive_seed": "engine.loop",
     "generate": "engine.loop",
@@ -91,9 +92,9 @@ _LAZY: dict[str, str] = {
     "load_model": "engine.loader",
     "next_token": "engine.nexttoken",
     "probabilities": "sampling.batch",
-    "score_texts": "metrics",
-    "sweep": "study",
-    "write_report": "report",
+    "score_texts": "engine.scoring",
+    "sweep": "study.grid",
+    "write_report": "report.sweep",
 }
 
 

@@ -4,7 +4,8 @@ Until the package grouped its modules by layer (``engine/``, ``study/``, ``repor
 flat in ``tempscope/``. An import of an old path (``import tempscope.generation``) gives the
 module that now holds that code, the same object (``tempscope.generation is
 tempscope.engine.loop``), with a :class:`DeprecationWarning` that names the new path.
-:mod:`tempscope` installs the finder when it is imported.
+:mod:`tempscope` installs the finder when it is imported. ``tempscope.study`` and
+``tempscope.report`` are packages now; their ``__init__`` re-exports the old modules' names.
 """
 
 from __future__ import annotations
@@ -29,6 +30,15 @@ MOVED: dict[str, str] = {
     "tempscope.remote": "tempscope.engine.remote.client",
     "tempscope.remote_engine": "tempscope.engine.remote.engine",
     "tempscope.remote_wire": "tempscope.engine.remote.wire",
+    "tempscope.results": "tempscope.study.results",
+    "tempscope.metrics": "tempscope.study.metrics",
+    "tempscope.corpus": "tempscope.study.corpus",
+    "tempscope.degeneration": "tempscope.study.degeneration",
+    "tempscope.calibration": "tempscope.study.calibration",
+    "tempscope.calibration_study": "tempscope.study.calibration_study",
+    "tempscope.plots": "tempscope.report.plots",
+    "tempscope.degeneration_report": "tempscope.report.degeneration",
+    "tempscope.calibration_report": "tempscope.report.calibration",
 }
 
 

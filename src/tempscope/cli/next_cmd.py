@@ -200,7 +200,7 @@ def _print(result: NextTokenResult | RemoteNextToken) -> None:
 
 
 def _plot(result: NextTokenResult | RemoteNextToken, path: str) -> None:
-    from tempscope.plots import Panel, plot_panels
+    from tempscope.report.plots import Panel, plot_panels
 
     labels, rows = result.across_temperatures()
     panels = [Panel(f"T = {_t_label(t)}", labels, probs) for t, probs in rows]

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from tempscope.engine.nexttoken import NextTokenResult
     from tempscope.engine.remote.client import RemoteClient
     from tempscope.engine.remote.engine import RemoteNextToken
-    from tempscope.metrics import TextScore
+    from tempscope.engine.scoring import TextScore
     from tempscope.sampling import SamplingParams
 
 __all__ = [
@@ -141,8 +141,9 @@ class Generator(Protocol):
 
     def score_texts(self, prompts: Sequence[str],
                     texts: Sequence[str]) -> list[TextScore] | None:
-        """Each text's log-likelihood after its prompt (:func:`tempscope.metrics.score_texts`);
-        ``None`` where the engine cannot score given text (a server)."""
+        """Each text's log-likelihood after its prompt
+        (:func:`tempscope.engine.scoring.score_texts`); ``None`` where the engine cannot score
+        given text (a server)."""
 
     def describe(self, sample: Sample) -> dict[str, Any]:
         """Fields a sample's JSON adds for this engine: ``{}`` locally; for a server
@@ -261,7 +262,7 @@ class LocalGenerator(_Closing):
                           params=params)
 
     def score_texts(self, prompts: Sequence[str], texts: Sequence[str]) -> list[TextScore]:
-        from tempscope.metrics import score_texts
+        from tempscope.engine.scoring import score_texts
 
         return score_texts(self.model, prompts, texts)
 

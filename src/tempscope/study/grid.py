@@ -200,18 +200,19 @@ def sweep(
         out: a directory to write ``manifest.json`` and ``samples.jsonl`` into, and to resume
             from; ``None`` keeps everything in memory.
         judge: a second model (or its name/path) that scores every sample
-            (:func:`tempscope.metrics.score_texts`): the ``judge_logprob`` column.
+            (:func:`tempscope.study.metrics.score_texts`): the ``judge_logprob`` column.
         chat: wrap prompts in the model's chat template.
         batch_rows: prompts are batched together while their rows fit in this many.
         progress: called with a :class:`SweepProgress` as the sweep goes.
 
     Returns:
-        One row per sample (see :func:`tempscope.results.samples_frame`), resumed ones included.
+        One row per sample (see :func:`tempscope.study.results.samples_frame`), resumed ones
+        included.
     """
     from tempscope.engine.generator import as_generator
     from tempscope.engine.loader import load_model
-    from tempscope.results import samples_frame
     from tempscope.sampling import SamplingParams
+    from tempscope.study.results import samples_frame
 
     if prompts is None:
         prompt_list = builtin_prompts()
@@ -392,7 +393,7 @@ def _records(prompts: Sequence[str], grid: Mapping[tuple[str, float], SamplingPa
              results: Sequence[Sample]) -> list[Record]:
     """One record per sample, cell by cell; a greedy cell's single row is copied ``n`` times."""
     from tempscope.engine.loop import derive_seed
-    from tempscope.metrics import step_metrics
+    from tempscope.study.metrics import step_metrics
 
     by_cell: dict[CellKey, list[Sample]] = {}
     for (cell, _), result in zip(rows, results, strict=True):
@@ -426,7 +427,7 @@ def _records(prompts: Sequence[str], grid: Mapping[tuple[str, float], SamplingPa
 
 def _judge(judge: Backend, records: list[Record]) -> None:
     """Add ``judge`` (the judge's log-likelihood of the sample) to every record, in place."""
-    from tempscope.metrics import score_texts
+    from tempscope.study.metrics import score_texts
 
     pairs = sorted({(r["prompt"], r["text"]) for r in records})  # greedy copies scored once
     scores = dict(zip(pairs, score_texts(judge, [p for p, _ in pairs], [t for _, t in pairs]),
