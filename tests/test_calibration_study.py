@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tempscope.calibration_study import SampleSet, load_calibration, match_temperature
+from tempscope.study.calibration_study import SampleSet, load_calibration, match_temperature
 from tests.conftest import run_cli
 
 ARGS = ["--prompts", "3", "--max-tokens", "12", "--sample-tokens", "6",

@@ -36,8 +36,8 @@ def test_next_json_agrees_with_the_library(
     assert main(["next", PROMPT, "-m", str(tiny_model_dir), "-t", "0.5", "2", "--top", "4",
                  "--seed", "9", "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
-    from tempscope.models import load_model
-    from tempscope.nexttoken import next_token
+    from tempscope.engine.loader import load_model
+    from tempscope.engine.nexttoken import next_token
 
     lib = next_token(load_model(tiny_model_dir), PROMPT, [0.5, 2], top=4, seed=9).to_dict()
     assert d == json.loads(json.dumps(lib))

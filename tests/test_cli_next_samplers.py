@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tempscope.models import load_model
-from tempscope.nexttoken import next_token
+from tempscope.engine.loader import load_model
+from tempscope.engine.nexttoken import next_token
 from tempscope.sampling import SamplingParams
 from tests.conftest import run_cli
 

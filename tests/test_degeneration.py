@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from tempscope.corpus import clean, corpus_text, human_references, passages
-from tempscope.degeneration import DECODERS, load_study
 from tempscope.errors import TempscopeError
+from tempscope.study.corpus import clean, corpus_text, human_references, passages
+from tempscope.study.degeneration import DECODERS, load_study
 from tests.conftest import run_cli
 from tests.server_helpers import live_server
 
@@ -22,7 +22,7 @@ ARGS = ["--prompts", "3", "--max-new-tokens", "8"]
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir: Path) -> Any:
-    from tempscope.models import load_model
+    from tempscope.engine.loader import load_model
 
     return load_model(str(tiny_model_dir))
 

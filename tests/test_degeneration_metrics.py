@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from tempscope.degeneration import DECODERS, HUMAN, HUMAN_PAPER, SetMetrics, set_metrics
-from tempscope.degeneration_report import findings, kendall_tau, rank_agreement
-from tempscope.metrics import (
+from tempscope.report.degeneration import findings, kendall_tau, rank_agreement
+from tempscope.study.degeneration import DECODERS, HUMAN, HUMAN_PAPER, SetMetrics, set_metrics
+from tempscope.study.metrics import (
     cross_entropy,
     ends_in_loop,
     loop_rate,

@@ -14,10 +14,10 @@ import torch
 
 from tempscope import generate, next_token
 from tempscope.engine.backend import Backend
+from tempscope.engine.loader import load_model
+from tempscope.engine.loop import RowSpec, generate_rows
+from tempscope.engine.scoring import score_texts
 from tempscope.errors import ModelLoadError
-from tempscope.generation import RowSpec, generate_rows
-from tempscope.metrics import score_texts
-from tempscope.models import load_model
 from tempscope.sampling import SamplingParams
 from tests.conftest import HAVE_LLAMA, run_cli
 from tests.server_helpers import live_server

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import torch
 
-from tempscope.generation import RowSpec, StepEvent, derive_seed, generate, generate_rows
-from tempscope.models import LoadedModel, load_model
+from tempscope.engine.loader import LoadedModel, load_model
+from tempscope.engine.loop import RowSpec, StepEvent, derive_seed, generate, generate_rows
 from tempscope.sampling import SamplingParams
 from tests.tiny_model import build_tokenizer
 
@@ -316,19 +316,19 @@ def test_step_numbers_on_the_cpu_path_match_the_tensor_path(tiny: LoadedModel) -
     """The CPU path computes each row's numbers in numpy; the tensor path (a GPU's) with
     log-softmax over the batch: the same tokens, ranks and alternatives, the same numbers
     to float32 rounding, with masked tokens (top-k 3) and named tokens."""
-    from tempscope import generation
+    from tempscope.engine import loop
     from tempscope.sampling import BatchSampler
 
     params = [SamplingParams(temperature=0.7, top_k=3, logprob_token_ids=[5, 70]),
               SamplingParams(temperature=1.3), SamplingParams(temperature=0.0)]
-    rows = [generation._Row(i, RowSpec(prompt_ids=[65, 66], params=p, max_new_tokens=4),
-                            tiny, set(), 100) for i, p in enumerate(params)]
+    rows = [loop._Row(i, RowSpec(prompt_ids=[65, 66], params=p, max_new_tokens=4),
+                      tiny, set(), 100) for i, p in enumerate(params)]
     sampler = BatchSampler(params, vocab_size=tiny.vocab_size, seeds=[1, 2, 3])
     logits = torch.randn(3, tiny.vocab_size, generator=torch.Generator().manual_seed(0)) * 4
     shown = sampler.process(logits)
     tokens = sampler.choose(shown)
-    cpu = generation._stats_cpu(logits, shown, tokens.tolist(), 5, rows)
-    tensor = generation._stats_torch(logits, shown, tokens, 5, rows)
+    cpu = loop._stats_cpu(logits, shown, tokens.tolist(), 5, rows)
+    tensor = loop._stats_torch(logits, shown, tokens, 5, rows)
     for (n1, top1, named1), (n2, top2, named2) in zip(cpu, tensor, strict=True):
         assert n1[4] == n2[4]  # rank
         assert n1[:4] == pytest.approx(n2[:4], rel=1e-4, abs=1e-4)

@@ -9,15 +9,15 @@ from typing import Any
 
 import pytest
 
-from tempscope.generation import Sample, StepEvent, generate
-from tempscope.generator import LocalGenerator, RemoteGenerator, Row, as_generator
-from tempscope.remote import RemoteClient
+from tempscope.engine.generator import LocalGenerator, RemoteGenerator, Row, as_generator
+from tempscope.engine.loop import Sample, StepEvent, generate
+from tempscope.engine.remote.client import RemoteClient
 from tempscope.sampling import SamplingParams
 
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir: Path) -> Any:
-    from tempscope.models import load_model
+    from tempscope.engine.loader import load_model
 
     return load_model(str(tiny_model_dir))
 

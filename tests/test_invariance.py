@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tempscope.engine.backend import Backend
-from tempscope.generation import RowSpec, generate_rows
-from tempscope.models import load_model
+from tempscope.engine.loader import load_model
+from tempscope.engine.loop import RowSpec, generate_rows
 from tempscope.sampling import SamplingParams
 from tests.conftest import HAVE_LLAMA
 

@@ -18,7 +18,7 @@ import pytest
 
 from tempscope import load_model
 from tempscope.engine.backend import Backend
-from tempscope.study import builtin_prompts, sweep
+from tempscope.study.grid import builtin_prompts, sweep
 from tests.conftest import HAVE_LLAMA, kill_once_written, run_cli
 from tests.server_helpers import live_server
 

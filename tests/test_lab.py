@@ -11,8 +11,8 @@ import torch
 
 from tempscope import lab
 from tempscope.distribution import softmax
-from tempscope.generation import Alternative, StepEvent, generate_rows
-from tempscope.models import load_model
+from tempscope.engine.loader import load_model
+from tempscope.engine.loop import Alternative, StepEvent, generate_rows
 from tempscope.sampling import SamplingParams, probabilities
 
 
@@ -39,7 +39,7 @@ def test_gltr_buckets(rank: int | None, bucket: str) -> None:
 
 def test_raw_rank_comes_from_the_engine(model: Any) -> None:
     """The generation loop counts the chosen token's raw rank over the whole vocabulary."""
-    from tempscope.generation import RowSpec, generate_rows
+    from tempscope.engine.loop import RowSpec, generate_rows
 
     ids = model.encode("The cat")
     (r,) = generate_rows(model, [RowSpec(prompt_ids=ids, params=SamplingParams(

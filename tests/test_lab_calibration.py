@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tempscope.calibration_study import LAB_PROMPTS, LAB_TOKENS, default_text_calibration
+from tempscope.study.calibration_study import LAB_PROMPTS, LAB_TOKENS, default_text_calibration
 
 
 @pytest.fixture(scope="module")
 def model(tiny_model_dir: Path) -> Any:
-    from tempscope.models import load_model
+    from tempscope.engine.loader import load_model
 
     return load_model(str(tiny_model_dir))
 

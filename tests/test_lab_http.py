@@ -267,7 +267,7 @@ LAB_OPERATIONS = ["/v1/lab/continue", "/v1/lab/step", "/v1/lab/tree"]
 @pytest.fixture(scope="module")
 def api_schema(tiny_model_dir: Path) -> Any:
     schemathesis = pytest.importorskip("schemathesis")
-    from tempscope.models import load_model
+    from tempscope.engine.loader import load_model
     from tempscope.server import create_app
 
     app = create_app(load_model(str(tiny_model_dir)), api_key="lab-key",

@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tempscope.remote import RemoteClient
-from tempscope.remote_engine import remote_generate, remote_next_token
-from tempscope.remote_wire import LLAMA_SERVER_OFF
+from tempscope.engine.remote.client import RemoteClient
+from tempscope.engine.remote.engine import remote_generate, remote_next_token
+from tempscope.engine.remote.wire import LLAMA_SERVER_OFF
 from tempscope.sampling import SamplingParams
 from tests.conftest import run_cli
 from tests.server_helpers import LiveServer, live_llama_server
@@ -203,7 +203,7 @@ def test_cli_sweep_manifest_and_report(llama: LiveServer, tmp_path: Path) -> Non
 
 
 def test_cli_study_degeneration(llama: LiveServer, tmp_path: Path) -> None:
-    from tempscope.degeneration import DECODERS, load_study
+    from tempscope.study.degeneration import DECODERS, load_study
 
     out = tmp_path / "degen"
     proc = run_cli("study", "degeneration", "--endpoint", llama.base_url, "--prompts", "2",

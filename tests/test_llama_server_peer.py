@@ -23,8 +23,8 @@ import httpx
 import numpy as np
 import pytest
 
-from tempscope.remote import RemoteClient
-from tempscope.remote_wire import llama_server_fields, parse_logprobs
+from tempscope.engine.remote.client import RemoteClient
+from tempscope.engine.remote.wire import llama_server_fields, parse_logprobs
 from tempscope.sampling import SamplingParams, probabilities
 from tests.server_helpers import LiveServer, live_llama_server
 
@@ -103,9 +103,9 @@ def boundary_only(ours: np.ndarray, theirs: np.ndarray) -> np.ndarray | None:
 
 
 def test_processed_distributions_agree_with_llama_server(llama: LiveServer) -> None:
-    from tempscope.generation import BackendVocab
-    from tempscope.models import load_model
-    from tempscope.nexttoken import last_logits
+    from tempscope.engine.loader import load_model
+    from tempscope.engine.loop import BackendVocab
+    from tempscope.engine.nexttoken import last_logits
 
     # The embedded GGUF on the torch engine: an engine independent of llama.cpp's kernels.
     model = load_model(None, device="cpu", engine="torch")

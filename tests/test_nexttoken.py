@@ -1,4 +1,5 @@
-"""tempscope.nexttoken: one forward pass, every temperature, hand-checked draws and tables."""
+"""tempscope.engine.nexttoken: one forward pass, every temperature, hand-checked draws and
+tables."""
 
 from __future__ import annotations
 
@@ -11,8 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from tempscope.models import LoadedModel, load_model
-from tempscope.nexttoken import _at_temperature, last_logits, next_token, token_display, visible
+from tempscope.engine.loader import LoadedModel, load_model
+from tempscope.engine.nexttoken import (
+    _at_temperature,
+    last_logits,
+    next_token,
+    token_display,
+    visible,
+)
 
 PROMPT = "The cat slept on the"
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from tempscope.cli.options import add_sampler_options, params_from_args
-from tempscope.remote import CORE_FIELDS, EXTRA_FIELDS, NEUTRAL_FIELDS
-from tempscope.remote_engine import request_fields
-from tempscope.remote_wire import LLAMA_SERVER_OFF, ServerInfo, llama_server_fields
+from tempscope.engine.remote.client import CORE_FIELDS, EXTRA_FIELDS, NEUTRAL_FIELDS
+from tempscope.engine.remote.engine import request_fields
+from tempscope.engine.remote.wire import LLAMA_SERVER_OFF, ServerInfo, llama_server_fields
 from tempscope.sampling import BatchSampler, SamplingParams
 from tempscope.sampling.registry import (
     BY_NAME,

@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tempscope.generator import RemoteGenerator, Row
-from tempscope.remote import NEUTRAL_FIELDS, RemoteClient, RemoteError
-from tempscope.remote_engine import check_settings, remote_generate, remote_next_token
+from tempscope.engine.generator import RemoteGenerator, Row
+from tempscope.engine.remote.client import NEUTRAL_FIELDS, RemoteClient, RemoteError
+from tempscope.engine.remote.engine import check_settings, remote_generate, remote_next_token
 from tempscope.sampling import SamplingParams
 from tests.conftest import run_cli
 from tests.remote_proxy import Faults, fault_proxy
@@ -199,8 +199,8 @@ def test_cli_generate_warns_about_refused_settings(server: LiveServer) -> None:
 
 def test_sweep_report_and_resume_after_server_killed(tiny_model_dir: Path,
                                                     tmp_path: Path) -> None:
-    from tempscope.report import write_report
-    from tempscope.study import read_manifest, read_records, sweep
+    from tempscope.report.sweep import write_report
+    from tempscope.study.grid import read_manifest, read_records, sweep
 
     out = tmp_path / "run"
     prompts = ["The cat", "A dog", "One two"]
@@ -256,7 +256,7 @@ def test_cli_sweep_fault_message_then_resume(server: LiveServer, tmp_path: Path)
 def llama_cpp_server(log: Path) -> Iterator[str]:
     """Run llama-cpp-python's own OpenAI-compatible server on the embedded GGUF; yields its
     ``/v1`` URL once ``/v1/models`` answers."""
-    from tempscope.models import embedded_gguf_path
+    from tempscope.engine.loader import embedded_gguf_path
 
     port = free_port()
     with log.open("w") as out:

@@ -6,9 +6,9 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from tempscope.remote import NEUTRAL_FIELDS, RemoteClient
-from tempscope.remote_engine import RemoteRow, _sample, request_fields, wire_fields
-from tempscope.remote_wire import LLAMA_SERVER_OFF, ServerInfo, parse_logprobs, server_info
+from tempscope.engine.remote.client import NEUTRAL_FIELDS, RemoteClient
+from tempscope.engine.remote.engine import RemoteRow, _sample, request_fields, wire_fields
+from tempscope.engine.remote.wire import LLAMA_SERVER_OFF, ServerInfo, parse_logprobs, server_info
 from tempscope.sampling import SamplingParams
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from tempscope.report import coherence_break, steepest_fall, story, write_report
+from tempscope.report.sweep import coherence_break, steepest_fall, story, write_report
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -60,8 +60,8 @@ def test_story_states_the_numbers() -> None:
 
 @pytest.fixture(scope="module")
 def run_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tempscope.models import load_model
-    from tempscope.study import sweep
+    from tempscope.engine.loader import load_model
+    from tempscope.study.grid import sweep
 
     out = tmp_path_factory.mktemp("sweep")
     model = load_model(str(tiny_model_dir))

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tempscope.generation import RowSpec, generate_rows
-from tempscope.models import LoadedModel, load_model
+from tempscope.engine.loader import LoadedModel, load_model
+from tempscope.engine.loop import RowSpec, generate_rows
 from tempscope.sampling import SamplingParams
 from tests.conftest import run_cli
 from tests.server_helpers import live_server

@@ -1,5 +1,5 @@
 """Continuous batching on the tiny models, every engine: rows join a running session and leave
-it at any step (:class:`tempscope.generation.Decoder`), and the server's scheduler
+it at any step (:class:`tempscope.engine.loop.Decoder`), and the server's scheduler
 (:class:`tempscope.server.batcher.Batcher`) built on it. A seeded row gives the same tokens
 whenever it joins and whatever runs beside it."""
 
@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import torch
 
-from tempscope import generation
-from tempscope.generation import Decoder, RowSpec, StepEvent, generate_rows
+from tempscope.engine import loop
+from tempscope.engine.loop import Decoder, RowSpec, StepEvent, generate_rows
 from tempscope.sampling import SamplingParams
 from tempscope.server.batcher import Batcher, BatcherBusy, Done, Job
 from tests.conftest import rows_per_step
@@ -80,7 +80,7 @@ def test_generate_rows_keeps_the_batch_full_and_the_tokens_the_same(
 def test_a_long_prompt_is_prefilled_in_chunks_between_decode_steps(
         model: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """A running row keeps getting a token at every step while a long prompt loads."""
-    monkeypatch.setattr(generation, "PREFILL_TOKENS", 8)
+    monkeypatch.setattr(loop, "PREFILL_TOKENS", 8)
     if model.engine == "torch":
         from tempscope.engine import torch_backend
 

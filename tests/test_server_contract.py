@@ -24,7 +24,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tempscope.models import load_model
+from tempscope.engine.loader import load_model
 from tempscope.server import create_app
 
 pytestmark = pytest.mark.timeout(90)  # a hang fails the run instead of stalling it

@@ -18,8 +18,8 @@ import openai
 import pytest
 from fastapi.testclient import TestClient
 
-from tempscope.generation import Decoder
-from tempscope.models import load_model
+from tempscope.engine.loader import load_model
+from tempscope.engine.loop import Decoder
 from tempscope.server import create_app
 from tests.server_helpers import LiveServer, live_server
 

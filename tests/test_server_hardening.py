@@ -15,8 +15,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tempscope.engine.backend import Backend
-from tempscope.generation import RowSpec, generate_rows
-from tempscope.models import load_model
+from tempscope.engine.loader import load_model
+from tempscope.engine.loop import RowSpec, generate_rows
 from tempscope.sampling import SamplingParams
 from tempscope.server import ServerLimits, create_app
 from tests.server_helpers import live_server

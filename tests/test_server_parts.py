@@ -33,7 +33,7 @@ def test_validation_messages(errors: list[dict[str, Any]], message: str, param: 
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir: Path) -> Any:
-    from tempscope.models import load_model
+    from tempscope.engine.loader import load_model
 
     return load_model(str(tiny_model_dir), device="cpu")
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tempscope.errors import TempscopeError
-from tempscope.study import (
+from tempscope.study.grid import (
     SweepProgress,
     builtin_prompts,
     read_manifest,
@@ -24,7 +24,7 @@ PROMPTS = ["The cat sat", "Hello", "Once upon a time"]
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir: Path) -> Any:
-    from tempscope.models import load_model
+    from tempscope.engine.loader import load_model
 
     return load_model(str(tiny_model_dir))
 

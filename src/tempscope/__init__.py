@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from tempscope._compat import install as _install_moved_modules
 from tempscope._version import __version__
 from tempscope.distribution import (
     check_temperature,
@@ -26,9 +27,12 @@ from tempscope.errors import ModelLoadError, TempscopeError
 from tempscope.sampling.params import DEFAULT_ORDER, SamplingParams
 from tempscope.table import TokenDistribution, temperature_table
 
+_install_moved_modules()  # the flat layout's module paths (tempscope.generation, ...) still import
+
 if TYPE_CHECKING:
-    from tempscope.calibration import Calibration, calibrate
-    from tempscope.generation import (
+    from tempscope.engine.generator import Generator, LocalGenerator, RemoteGenerator, as_generator
+    from tempscope.engine.loader import LoadedModel, ModelFacts, default_device, load_model
+    from tempscope.engine.loop import (
         Alternative,
         RowResult,
         RowSpec,
@@ -38,59 +42,59 @@ if TYPE_CHECKING:
         generate,
         generate_rows,
     )
-    from tempscope.generator import Generator, LocalGenerator, RemoteGenerator, as_generator
-    from tempscope.metrics import bootstrap_ci, score_texts
-    from tempscope.models import LoadedModel, ModelFacts, default_device, load_model
-    from tempscope.nexttoken import (
+    from tempscope.engine.nexttoken import (
         NextTokenResult,
         TemperatureResult,
         TokenRow,
         last_logits,
         next_token,
     )
-    from tempscope.remote import RemoteClient, RemoteError
-    from tempscope.remote_engine import RemoteSample, remote_generate, remote_next_token
-    from tempscope.report import write_report
+    from tempscope.engine.remote.client import RemoteClient, RemoteError
+    from tempscope.engine.remote.engine import RemoteSample, remote_generate, remote_next_token
+    from tempscope.engine.scoring import score_texts
+    from tempscope.report.sweep import write_report
     from tempscope.sampling.batch import BatchSampler, probabilities
-    from tempscope.study import SweepProgress, builtin_prompts, sweep
+    from tempscope.study.calibration import Calibration, calibrate
+    from tempscope.study.grid import SweepProgress, builtin_prompts, sweep
+    from tempscope.study.metrics import bootstrap_ci
 
 _LAZY: dict[str, str] = {
-    "Alternative": "generation",
+    "Alternative": "engine.loop",
     "BatchSampler": "sampling.batch",
-    "Calibration": "calibration",
-    "Generator": "generator",
-    "LoadedModel": "models",
-    "LocalGenerator": "generator",
-    "ModelFacts": "models",
-    "NextTokenResult": "nexttoken",
-    "RemoteClient": "remote",
-    "RemoteError": "remote",
-    "RemoteGenerator": "generator",
-    "RemoteSample": "remote_engine",
-    "remote_generate": "remote_engine",
-    "remote_next_token": "remote_engine",
-    "RowResult": "generation",
-    "RowSpec": "generation",
-    "Sample": "generation",
-    "StepEvent": "generation",
-    "SweepProgress": "study",
-    "TemperatureResult": "nexttoken",
-    "TokenRow": "nexttoken",
-    "as_generator": "generator",
-    "bootstrap_ci": "metrics",
-    "builtin_prompts": "study",
-    "calibrate": "calibration",
-    "default_device": "models",
-    "derive_seed": "generation",
-    "generate": "generation",
-    "generate_rows": "generation",
-    "last_logits": "nexttoken",
-    "load_model": "models",
-    "next_token": "nexttoken",
+    "Calibration": "study.calibration",
+    "Generator": "engine.generator",
+    "LoadedModel": "engine.loader",
+    "LocalGenerator": "engine.generator",
+    "ModelFacts": "engine.loader",
+    "NextTokenResult": "engine.nexttoken",
+    "RemoteClient": "engine.remote.client",
+    "RemoteError": "engine.remote.client",
+    "RemoteGenerator": "engine.generator",
+    "RemoteSample": "engine.remote.engine",
+    "remote_generate": "engine.remote.engine",
+    "remote_next_token": "engine.remote.engine",
+    "RowResult": "engine.loop",
+    "RowSpec": "engine.loop",
+    "Sample": "engine.loop",
+    "StepEvent": "engine.loop",
+    "SweepProgress": "study.grid",
+    "TemperatureResult": "engine.nexttoken",
+    "TokenRow": "engine.nexttoken",
+    "as_generator": "engine.generator",
+    "bootstrap_ci": "study.metrics",
+    "builtin_prompts": "study.grid",
+    "calibrate": "study.calibration",
+    "default_device": "engine.loader",
+    "derive_seed": "engine.loop",
+    "generate": "engine.loop",
+    "generate_rows": "engine.loop",
+    "last_logits": "engine.nexttoken",
+    "load_model": "engine.loader",
+    "next_token": "engine.nexttoken",
     "probabilities": "sampling.batch",
-    "score_texts": "metrics",
-    "sweep": "study",
-    "write_report": "report",
+    "score_texts": "engine.scoring",
+    "sweep": "study.grid",
+    "write_report": "report.sweep",
 }
 
 

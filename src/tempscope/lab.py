@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import torch
 
     from tempscope.engine.backend import Backend
-    from tempscope.generation import RowResult, RowSpec, StepEvent
+    from tempscope.engine.loop import RowResult, RowSpec, StepEvent
     from tempscope.sampling import SamplingParams
 
 Bucket = Literal["top10", "top100", "top1000", "rest"]
@@ -61,7 +61,7 @@ def side_by_side_rows(prompt_ids: Sequence[int], params: Sequence[SamplingParams
         seed: every row's seed.
         max_new_tokens: each row's budget.
     """
-    from tempscope.generation import RowSpec
+    from tempscope.engine.loop import RowSpec
 
     if not prompt_ids:
         raise ValueError("the prompt has no tokens: give at least one")
@@ -106,7 +106,7 @@ class TokenInfo:
 
 def token_info(model: Backend, event: StepEvent, *, alternatives: int = 10) -> TokenInfo:
     """What the lab shows for one step event; ``alternatives`` caps the list it keeps."""
-    from tempscope.nexttoken import token_display
+    from tempscope.engine.nexttoken import token_display
 
     rank = raw_rank(event)
     return TokenInfo(
@@ -134,7 +134,7 @@ class ColumnSummary:
 
 
 def column_summary(result: RowResult) -> ColumnSummary:
-    """A :class:`ColumnSummary` of one :class:`~tempscope.generation.RowResult`."""
+    """A :class:`ColumnSummary` of one :class:`~tempscope.engine.loop.RowResult`."""
     sampled = [s.entropy for s in result.steps]
     return ColumnSummary(
         text=result.text, token_ids=list(result.token_ids),
@@ -146,7 +146,7 @@ def column_summary(result: RowResult) -> ColumnSummary:
 def piece_ids(model: Backend, text: str) -> list[int]:
     """Token ids of ``text`` to append after other tokens: no BOS in front (the tokenizer's
     view the sampler chain uses too)."""
-    from tempscope.generation import BackendVocab
+    from tempscope.engine.loop import BackendVocab
 
     return BackendVocab(model).encode(text)
 
@@ -212,8 +212,8 @@ def step_distribution(model: Backend, ids: Sequence[int], params: Sequence[Sampl
     import torch
 
     from tempscope.distribution import effective_vocab, entropy, softmax
-    from tempscope.generation import BackendVocab
-    from tempscope.nexttoken import last_logits
+    from tempscope.engine.loop import BackendVocab
+    from tempscope.engine.nexttoken import last_logits
     from tempscope.sampling import probabilities
 
     if top < 1:
@@ -316,7 +316,7 @@ class TreeExpansion:
 
     def rows(self) -> list[RowSpec]:
         """The rows of the next level (one token each); empty when the tree is done."""
-        from tempscope.generation import RowSpec
+        from tempscope.engine.loop import RowSpec
 
         if self._level >= self.depth or not self._frontier:
             return []
@@ -368,7 +368,7 @@ def expand_tree(model: Backend, prompt_ids: Sequence[int], params: SamplingParam
                            SamplingParams(temperature=0.7), depth=2)
         [(n.path_text, round(n.path_prob, 3)) for n in tree.nodes]
     """
-    from tempscope.generation import generate_rows
+    from tempscope.engine.loop import generate_rows
 
     tree = TreeExpansion(list(prompt_ids), params, depth=depth, top=top, min_prob=min_prob,
                          max_nodes=max_nodes, eos_ids=frozenset(model.eos_token_ids))

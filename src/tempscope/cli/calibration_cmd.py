@@ -21,7 +21,7 @@ from tempscope.cli.model_args import add_model_arguments, load_from_args
 
 def register(studies: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``study calibration`` to the ``study`` command's subcommands."""
-    from tempscope.calibration_study import SAMPLE_TEMPERATURES
+    from tempscope.study.calibration_study import SAMPLE_TEMPERATURES
 
     c = studies.add_parser(
         "calibration",
@@ -64,7 +64,7 @@ def register(studies: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 
 def run_calibration_cmd(args: argparse.Namespace) -> int:
-    from tempscope.calibration_study import (
+    from tempscope.study.calibration_study import (
         SAMPLE_TEMPERATURES,
         check_calibration_study,
         run_calibration,
@@ -94,7 +94,7 @@ def run_calibration_cmd(args: argparse.Namespace) -> int:
                     prompt_tokens=args.prompt_tokens, sample_tokens=args.sample_tokens,
                     sample_temperatures=temps, seed=args.seed, text_files=args.text,
                     bins=args.bins, batch_rows=args.batch_rows, progress=_Progress())
-    from tempscope.calibration_report import write_calibration_report
+    from tempscope.report.calibration import write_calibration_report
 
     html = write_calibration_report(args.out)
     seconds = time.monotonic() - started

@@ -20,8 +20,8 @@ from tempscope.cli.limits import MAX_NEW_TOKENS, MAX_ROWS, MAX_TOP, check_range,
 from tempscope.cli.model_args import add_model_arguments
 
 if TYPE_CHECKING:
-    from tempscope.generation import Sample, StepEvent
-    from tempscope.generator import Generator
+    from tempscope.engine.generator import Generator
+    from tempscope.engine.loop import Sample, StepEvent
     from tempscope.sampling import SamplingParams
 
 BLANK = "______"
@@ -144,7 +144,7 @@ def check_fits(model: Any, args: argparse.Namespace, *, rows: int) -> None:
 
 def run_generation(gen: Generator, prompt: str, params: list[SamplingParams],
                    args: argparse.Namespace, *, seed: int | None) -> list[Sample]:
-    """:meth:`Generator.generate <tempscope.generator.Generator.generate>` with the command's
+    """:meth:`Generator.generate <tempscope.engine.generator.Generator.generate>` with the command's
     options, with a progress bar on long interactive runs; a server is asked for the numbers
     after its samplers too where they are shown (``--trace``, ``--json``)."""
 

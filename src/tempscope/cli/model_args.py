@@ -41,7 +41,7 @@ def load_from_args(args: argparse.Namespace) -> Backend:
     if positional is not None and args.model is not None and positional != args.model:
         raise ValueError(f"two models given ({positional!r} and -m {args.model!r}): give one")
     quiet_loading()
-    from tempscope.models import load_model
+    from tempscope.engine.loader import load_model
 
     return load_model(positional or args.model, device=args.device, dtype=args.dtype,
                       engine=args.engine, reproducible=args.reproducible)

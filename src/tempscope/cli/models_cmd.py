@@ -36,9 +36,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def list_models() -> list[dict[str, Any]]:
     """The embedded default first, then tempscope's cache entries, then hub-cache models."""
+    from tempscope.engine.gguf_cache import cache_entry, cached_models
+    from tempscope.engine.loader import EMBEDDED_NAME, embedded_gguf_path
     from tempscope.errors import ModelLoadError
-    from tempscope.gguf_cache import cache_entry, cached_models
-    from tempscope.models import EMBEDDED_NAME, embedded_gguf_path
 
     rows: list[dict[str, Any]] = []
     embedded_entry = None
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     ]
     print_table("Models", ["model", "source", "cached", "params", "vocab", "layers", "disk"],
                 table)
-    from tempscope.gguf_cache import cache_root
+    from tempscope.engine.gguf_cache import cache_root
 
     print(f"cache: {cache_root()} (set TEMPSCOPE_CACHE to move it)")
     for r in rows:

@@ -16,8 +16,8 @@ from tempscope.cli.options import add_sampler_options, params_from_args, sampler
 from tempscope.cli.remote_options import add_remote_options, engine_run, generator_from_args
 
 if TYPE_CHECKING:
-    from tempscope.nexttoken import NextTokenResult, TemperatureResult
-    from tempscope.remote_engine import RemoteNextToken
+    from tempscope.engine.nexttoken import NextTokenResult, TemperatureResult
+    from tempscope.engine.remote.engine import RemoteNextToken
 
 DEFAULT_TEMPERATURES = ["0.1", "0.5", "1", "5", "10", "100"]
 
@@ -148,7 +148,7 @@ def _print_temperature(result: NextTokenResult, r: TemperatureResult, vocab: int
 
 def print_remote(result: RemoteNextToken) -> None:
     """What ``tempscope next --endpoint`` prints: the local layout, marked as top-N."""
-    from tempscope.nexttoken import visible
+    from tempscope.engine.nexttoken import visible
 
     kind = "raw" if result.logprobs_raw else "processed"
     scope = "every token's" if result.exact else f"top-{result.top_n}"
@@ -190,8 +190,8 @@ def print_remote(result: RemoteNextToken) -> None:
 
 def _print(result: NextTokenResult | RemoteNextToken) -> None:
     """The text output of either kind of view: the whole vocabulary (a local model), or what a
-    server's log-probabilities give (:class:`~tempscope.remote_engine.RemoteNextToken`)."""
-    from tempscope.nexttoken import NextTokenResult
+    server's log-probabilities give (:class:`~tempscope.engine.remote.engine.RemoteNextToken`)."""
+    from tempscope.engine.nexttoken import NextTokenResult
 
     if isinstance(result, NextTokenResult):
         print_result(result, int(result.logits.shape[0]))
@@ -200,7 +200,7 @@ def _print(result: NextTokenResult | RemoteNextToken) -> None:
 
 
 def _plot(result: NextTokenResult | RemoteNextToken, path: str) -> None:
-    from tempscope.plots import Panel, plot_panels
+    from tempscope.report.plots import Panel, plot_panels
 
     labels, rows = result.across_temperatures()
     panels = [Panel(f"T = {_t_label(t)}", labels, probs) for t, probs in rows]

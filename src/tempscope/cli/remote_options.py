@@ -1,7 +1,7 @@
 """Which engine a command runs on: the local model (``-m``, :mod:`tempscope.cli.model_args`) or
 a remote OpenAI-compatible server (vLLM, llama.cpp's server, ``tempscope serve``) with
 ``--endpoint``. The choice is made once, here (:func:`generator_from_args`); the commands then
-talk to a :class:`~tempscope.generator.Generator` and print what it reports.
+talk to a :class:`~tempscope.engine.generator.Generator` and print what it reports.
 
 Example: ``tempscope sweep --endpoint http://127.0.0.1:8000/v1 --limit 4 --out runs/remote``
 """
@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from tempscope.generator import Generator, SettingsCheck
-    from tempscope.remote import RemoteClient
+    from tempscope.engine.generator import Generator, SettingsCheck
+    from tempscope.engine.remote.client import RemoteClient
 
 
 def add_remote_options(p: argparse.ArgumentParser) -> None:
@@ -51,7 +51,7 @@ def client_from_args(args: argparse.Namespace) -> RemoteClient | None:
                          "--remote-model to pick the server's model")
     if args.concurrency < 1:
         raise ValueError(f"--concurrency must be >= 1, got {args.concurrency}")
-    from tempscope.remote import RemoteClient
+    from tempscope.engine.remote.client import RemoteClient
 
     return RemoteClient(endpoint, api_key=args.api_key, model=args.remote_model,
                         concurrency=args.concurrency, logprobs_raw=args.logprobs_raw)
@@ -61,7 +61,7 @@ def generator_from_args(args: argparse.Namespace) -> Generator:
     """The engine the options ask for: a server with ``--endpoint`` (``--tokenizer``, where the
     command has it, names the local model that measures text in tokens for it), else the
     local model the model options name, loaded."""
-    from tempscope.generator import LocalGenerator, RemoteGenerator
+    from tempscope.engine.generator import LocalGenerator, RemoteGenerator
 
     client = client_from_args(args)
     tokenizer = getattr(args, "tokenizer", None)
@@ -94,7 +94,7 @@ def engine_run(gen: Generator, out: object = None) -> Iterator[Generator]:
     """Around a command's work on ``gen``: a server fault that ends a resumable run (``out``:
     its directory) says the samples so far are saved and a rerun resumes; a run that ends well
     reports what the transport went through (retries). The generator is closed either way."""
-    from tempscope.remote import RemoteError
+    from tempscope.engine.remote.client import RemoteError
 
     try:
         yield gen

@@ -29,8 +29,8 @@ def run(args: argparse.Namespace) -> int:
     import math
     from pathlib import Path
 
-    from tempscope.report import write_report
-    from tempscope.study import read_manifest
+    from tempscope.report.sweep import write_report
+    from tempscope.study.grid import read_manifest
 
     threshold = parse_float(args.threshold, "--threshold")
     if not 0 < threshold < math.inf:

@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         for d in dists:
             _print_distribution(d)
     if args.plot:
-        from tempscope.plots import Panel, plot_panels
+        from tempscope.report.plots import Panel, plot_panels
 
         panels = [
             Panel(f"T = {d.temperature:g}", d.words, d.probabilities.tolist()) for d in dists
@@ -175,7 +175,7 @@ def _run_samplers(args: argparse.Namespace, dists: list[TokenDistribution]) -> i
         print(f"{kept} of {len(processed)} tokens survive")
         print()
     if args.plot:
-        from tempscope.plots import Panel, plot_panels
+        from tempscope.report.plots import Panel, plot_panels
 
         panels = [
             Panel(f"T = {d.temperature:g}: {' -> '.join(chain)}", d.words, processed.tolist())

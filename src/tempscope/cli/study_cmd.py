@@ -18,7 +18,7 @@ from tempscope.cli.limits import MAX_NEW_TOKENS, MAX_ROWS, check_range
 from tempscope.cli.model_args import add_model_arguments
 
 if TYPE_CHECKING:
-    from tempscope.study import SweepProgress
+    from tempscope.study.grid import SweepProgress
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -66,8 +66,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run_degeneration_cmd(args: argparse.Namespace) -> int:
-    from tempscope.degeneration import check_study, run_degeneration
-    from tempscope.degeneration_report import write_degeneration_report
+    from tempscope.report.degeneration import write_degeneration_report
+    from tempscope.study.degeneration import check_study, run_degeneration
 
     check_output_dir(args.out, "--out")
     check_range(args.prompts, "--prompts", high=MAX_ROWS)
@@ -78,7 +78,7 @@ def run_degeneration_cmd(args: argparse.Namespace) -> int:
     check_study(args.prompts, args.max_new_tokens, args.prompt_tokens, args.batch_rows)
     from tempscope.cli.limits import check_context
     from tempscope.cli.remote_options import engine_run, generator_from_args, warn_settings
-    from tempscope.degeneration import DECODERS
+    from tempscope.study.degeneration import DECODERS
 
     started = time.monotonic()
     gen = generator_from_args(args)

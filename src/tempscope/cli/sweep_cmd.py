@@ -20,7 +20,7 @@ from tempscope.cli.model_args import add_model_arguments
 
 if TYPE_CHECKING:
     from tempscope.sampling import SamplingParams
-    from tempscope.study import SweepProgress
+    from tempscope.study.grid import SweepProgress
 
 DEFAULT_TEMPERATURES = ["0", "0.3", "0.7", "1", "1.5", "2"]
 
@@ -77,7 +77,13 @@ def _add_sampler_options(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tempscope.study import MANIFEST, builtin_prompts, check_grid, read_manifest, read_prompts
+    from tempscope.study.grid import (
+        MANIFEST,
+        builtin_prompts,
+        check_grid,
+        read_manifest,
+        read_prompts,
+    )
 
     out = check_output_dir(args.out, "--out")
     if (out / MANIFEST).exists():  # resuming: a damaged run folder is named before any loading
@@ -112,10 +118,10 @@ def run(args: argparse.Namespace) -> int:
     warn_settings(gen.check_settings(configs))
     judge = None
     if args.judge is not None:
-        from tempscope.models import load_model
+        from tempscope.engine.loader import load_model
 
         judge = load_model(args.judge, device=args.device)
-    from tempscope.study import sweep
+    from tempscope.study.grid import sweep
 
     with engine_run(gen, args.out), _ProgressBar() as bar:
         frame = sweep(gen, prompts, temperatures, configs=configs, n=args.n,
@@ -131,7 +137,7 @@ def _check_fits(model: Any, prompts: list[str], args: argparse.Namespace, *, blo
     """After loading: the longest prompt and --max-new-tokens fit the context, and a batch
     plus the records kept fit this machine's memory (:mod:`tempscope.cli.limits`)."""
     from tempscope.cli.limits import RECORD_BYTES, check_context, check_memory, step_bytes
-    from tempscope.study import TOP_ALTERNATIVES
+    from tempscope.study.grid import TOP_ALTERNATIVES
 
     longest = max(len(model.encode(p, chat=args.chat)) for p in prompts)
     check_context(model, longest, args.max_new_tokens)

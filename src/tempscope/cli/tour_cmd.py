@@ -72,8 +72,8 @@ def run(args: argparse.Namespace) -> int:
           f"{facts.parameters / 1e6:.0f}M parameters; --engine torch|llama.cpp to switch)")
     from tempscope.cli.generate_cmd import print_samples, print_trace
     from tempscope.cli.next_cmd import _print_result
-    from tempscope.generation import generate
-    from tempscope.nexttoken import next_token
+    from tempscope.engine.loop import generate
+    from tempscope.engine.nexttoken import next_token
     from tempscope.sampling import SamplingParams
 
     temps = " ".join(f"{t:g}" for t in NEXT_TEMPERATURES)

@@ -3,7 +3,7 @@
 Everything above ``engine/`` (generation, next-token views, metrics, studies, the server)
 reaches a model only through these methods; nothing there touches a transformers model, a torch
 KV cache or a llama.cpp context. An engine is one module implementing :class:`Backend` and
-:class:`Session`, plus one line in :func:`tempscope.models.load_model`.
+:class:`Session`, plus one line in :func:`tempscope.engine.loader.load_model`.
 
 Logits cross the door as float32 torch tensors on :attr:`Backend.device` (the sampler chain
 runs there): ``(V,)`` for one prompt, ``(rows, V)`` for a decoding session.

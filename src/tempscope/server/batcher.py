@@ -1,6 +1,6 @@
 """Continuous batching: requests join and leave one running decoding session at every step.
 
-One worker thread owns a :class:`~tempscope.generation.Decoder` (the generation loop rows
+One worker thread owns a :class:`~tempscope.engine.loop.Decoder` (the generation loop rows
 join and leave at any step) and runs it step by step. Between two steps it admits the
 requests that arrived, oldest first, while they fit the caps (rows, prompt tokens waiting to
 be prefilled, the session's KV room); a request's rows are prefilled in chunks between the
@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tempscope.engine.backend import Backend
-    from tempscope.generation import Decoder, RowResult, RowSpec, StepEvent
-    from tempscope.generation import _Row as RowState
+    from tempscope.engine.loop import Decoder, RowResult, RowSpec, StepEvent
+    from tempscope.engine.loop import _Row as RowState
 
 MakeDecoder = Callable[..., "Decoder"]
 MIN_ROW_TOKENS = 512  # KV room per row the session is opened with at least (fewer reopenings)
@@ -112,7 +112,7 @@ class Batcher:
                  max_queued_rows: int = 1024, max_prompt_tokens: int | None = None,
                  make_decoder: MakeDecoder | None = None) -> None:
         if make_decoder is None:
-            from tempscope.generation import Decoder
+            from tempscope.engine.loop import Decoder
 
             make_decoder = Decoder
         self.model = model

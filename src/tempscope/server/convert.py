@@ -23,7 +23,7 @@ from tempscope.server.schemas import ChatMessage, SamplerFields
 
 if TYPE_CHECKING:
     from tempscope.engine.backend import Backend
-    from tempscope.generation import Alternative, StepEvent
+    from tempscope.engine.loop import Alternative, StepEvent
     from tempscope.sampling import SamplingParams
 
 # What the OpenAI API reports for a token of probability 0 (JSON has no -inf).

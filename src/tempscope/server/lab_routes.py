@@ -55,7 +55,7 @@ from tempscope.server.streaming import (
 )
 
 if TYPE_CHECKING:
-    from tempscope.generation import RowResult, StepEvent
+    from tempscope.engine.loop import RowResult, StepEvent
     from tempscope.sampling import SamplingParams
 
 router = APIRouter(prefix="/v1/lab", tags=["lab"])
@@ -267,7 +267,7 @@ async def tree(body: TreeRequest, request: Request) -> TreeResponse:
 async def calibration(request: Request) -> CalibrationResponse:
     """The served model's T* (the temperature that predicts human text best) on the default
     text, with the NLL and ECE at T = 1 and at T*: a few passages of the calibration study's
-    text (:func:`tempscope.calibration_study.default_text_calibration`), two forward passes
+    text (:func:`tempscope.study.calibration_study.default_text_calibration`), two forward passes
     each. The first request computes it (seconds on a small model); later ones read the
     cache."""
     st = get_state(request)
@@ -285,10 +285,10 @@ async def calibration(request: Request) -> CalibrationResponse:
 
 
 def _default_calibration(st: ServerState) -> dict[str, Any]:
-    from tempscope.calibration_report import direction
-    from tempscope.calibration_study import default_text_calibration
-    from tempscope.corpus import CORPUS
     from tempscope.errors import TempscopeError
+    from tempscope.report.calibration import direction
+    from tempscope.study.calibration_study import default_text_calibration
+    from tempscope.study.corpus import CORPUS
 
     try:
         cal = default_text_calibration(st.model)

@@ -36,7 +36,7 @@ from tempscope.server.streaming import (
 )
 
 if TYPE_CHECKING:
-    from tempscope.generation import RowResult, RowSpec, StepEvent
+    from tempscope.engine.loop import RowResult, RowSpec, StepEvent
 
 router = APIRouter()
 
@@ -58,7 +58,7 @@ def _plan(st: ServerState, body: CompletionRequest | ChatCompletionRequest,
           prompt_param: str) -> _Plan:
     """Every check that needs the token ids, then the rows; the counts were checked before
     anything was encoded (:func:`convert.check_n`)."""
-    from tempscope.generation import RowSpec, derive_seed
+    from tempscope.engine.loop import RowSpec, derive_seed
 
     model, limits = st.model, st.limits
     convert.check_max_tokens(max_tokens, limits)

@@ -17,7 +17,7 @@ from tempscope.server.limits import ServerLimits
 
 if TYPE_CHECKING:
     from tempscope.engine.backend import Backend
-    from tempscope.generation import RowSpec
+    from tempscope.engine.loop import RowSpec
 
 DEFAULT_ALIAS = "default"  # a model name that always means the served model
 LOGITS_CACHE_SIZE = 16  # recent prompts whose last-position logits are kept
@@ -40,7 +40,7 @@ class ServerState:
         """``(V,)`` float32 last-position logits after ``ids`` and whether they came from the
         cache (recent prompts are kept, so a slider moving costs no forward pass). Blocking:
         call it from a worker thread."""
-        from tempscope.nexttoken import last_logits
+        from tempscope.engine.nexttoken import last_logits
 
         key = tuple(ids)
         with self.cache_lock:

@@ -17,7 +17,7 @@ from tempscope.server.batcher import BatcherBusy, Done, Job
 from tempscope.server.errors import APIError
 
 if TYPE_CHECKING:
-    from tempscope.generation import RowResult, StepEvent
+    from tempscope.engine.loop import RowResult, StepEvent
 
 
 async def next_item(job: Job, request: Request) -> tuple[int, StepEvent] | Done:

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tempscope.metrics import (
+from tempscope.study.metrics import (
     bootstrap_ci,
     distinct_n,
     pairwise_edit_distance,
@@ -79,7 +79,7 @@ def samples_frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
 
 def cell_table(samples: pd.DataFrame) -> pd.DataFrame:
     """One row per cell: distinct-1/2/3, self-BLEU and pairwise edit distance across its samples
-    (:mod:`tempscope.metrics`), and the mean of every per-sample metric."""
+    (:mod:`tempscope.study.metrics`), and the mean of every per-sample metric."""
     rows = []
     for (pi, config, t), group in samples.groupby(CELL, sort=True):
         texts = group["text"].tolist()

@@ -1,7 +1,7 @@
 """The calibration study's report: the NLL-vs-T curve, T*, ECE and Brier at T = 1 and T*, the
 two reliability diagrams, and the sampling temperature that matches the human text.
 
-:func:`write_calibration_report` reads a study directory (:mod:`tempscope.calibration_study`)
+:func:`write_calibration_report` reads a study directory (:mod:`tempscope.study.calibration_study`)
 and writes, inside it::
 
     figures/calibration.png   NLL(T), samples' cross-entropy vs T, reliability at T = 1 and T*
@@ -20,9 +20,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from tempscope.calibration import Calibration, TemperatureReport
-from tempscope.calibration_study import CalibrationStudy, load_calibration
 from tempscope.errors import TempscopeError
+from tempscope.study.calibration import Calibration, TemperatureReport
+from tempscope.study.calibration_study import CalibrationStudy, load_calibration
 
 __all__ = ["calibration_results", "direction", "plot_calibration", "write_calibration_report"]
 

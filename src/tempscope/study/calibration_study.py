@@ -2,10 +2,10 @@
 et al. 2017), how calibrated its top-1 predictions are at ``T = 1`` and there, and where the
 temperature whose *samples* look like the human text falls beside it.
 
-Texts: the passages of the degeneration study (:mod:`tempscope.corpus`, Britannica 1911) or
+Texts: the passages of the degeneration study (:mod:`tempscope.study.corpus`, Britannica 1911) or
 any prose files, each cut in the model's own tokens into a prompt (the first whole words within
 ``prompt_tokens`` tokens) and the human continuation (the next ``max_tokens`` tokens). The
-continuation tokens are scored with the prompt as context (:func:`tempscope.calibration.
+continuation tokens are scored with the prompt as context (:func:`tempscope.study.calibration.
 score_text`): pass 1 at the grid, pass 2 at the T* it gives. Beside that, ``sample_tokens``
 tokens are sampled after every prompt at each of ``sample_temperatures`` (seeded, one sample per
 prompt and T, end-of-text banned as in the degeneration study) and their cross-entropy under
@@ -17,7 +17,7 @@ On disk (``out``; rerunning the same command resumes, other settings are refused
     texts.json     the settings and every text's token ids and scored start
     scores.jsonl   one record per text and pass (its sums; pass 1 also its per-token NLL at
                    T = 1), appended and fsynced as each text is done
-    samples/       the sampling sweep (:func:`tempscope.study.sweep`'s resumable store)
+    samples/       the sampling sweep (:func:`tempscope.study.grid.sweep`'s resumable store)
     timing.json    the wall time of each run
 """
 
@@ -35,7 +35,8 @@ from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tempscope.calibration import (
+from tempscope.errors import TempscopeError
+from tempscope.study.calibration import (
     BINS,
     GRID,
     Calibration,
@@ -45,8 +46,7 @@ from tempscope.calibration import (
     score_text,
     summarize,
 )
-from tempscope.degeneration import log_time, read_json
-from tempscope.errors import TempscopeError
+from tempscope.study.degeneration import log_time, read_json
 
 if TYPE_CHECKING:
     from tempscope.engine.backend import Backend
@@ -74,7 +74,7 @@ def file_passages(paths: Sequence[str | os.PathLike[str]], min_words: int) -> li
 
     Raises ``ValueError`` naming a file that is missing, not UTF-8 text, or gives none.
     """
-    from tempscope.corpus import passages
+    from tempscope.study.corpus import passages
 
     out: list[str] = []
     for path in paths:
@@ -103,8 +103,8 @@ def check_calibration_study(prompts: int, max_tokens: int, prompt_tokens: int,
     """Check the settings and the text before any model loads; returns the candidate
     passages. ``ValueError`` names a bad setting; :class:`TempscopeError` says when the
     corpus is missing or too small."""
-    from tempscope.calibration import check_temperatures
-    from tempscope.corpus import passages
+    from tempscope.study.calibration import check_temperatures
+    from tempscope.study.corpus import passages
 
     for what, value in (("prompts", prompts), ("max_tokens", max_tokens),
                         ("prompt_tokens", prompt_tokens), ("sample_tokens", sample_tokens)):
@@ -141,7 +141,7 @@ def run_calibration(
     """Run (or resume) the study into ``out``; returns ``out`` as a path.
 
     Args:
-        model: a loaded model or a name/path for :func:`tempscope.models.load_model`
+        model: a loaded model or a name/path for :func:`tempscope.engine.loader.load_model`
             (``None`` = the embedded default).
         out: the study directory (created; rerun to resume).
         prompts: passages scored and continued.
@@ -157,10 +157,10 @@ def run_calibration(
         progress: called as ``progress(stage, done, total)``; stages ``grid``, ``T*``,
             ``samples``.
     """
-    from tempscope.corpus import CORPUS, human_references
-    from tempscope.models import load_model
+    from tempscope.engine.loader import load_model
     from tempscope.sampling import SamplingParams
-    from tempscope.study import sweep
+    from tempscope.study.corpus import CORPUS, human_references
+    from tempscope.study.grid import sweep
 
     found = check_calibration_study(prompts, max_tokens, prompt_tokens, sample_tokens,
                                     text_files, sample_temperatures)
@@ -322,7 +322,7 @@ def match_temperature(samples: Sequence[SampleSet], human: float) -> tuple[float
 
 def load_calibration(out: str | os.PathLike[str]) -> CalibrationStudy:
     """Read a study directory back (complete or not)."""
-    from tempscope.study import read_records
+    from tempscope.study.grid import read_records
 
     root = Path(out)
     if not (root / TEXTS_FILE).exists():
@@ -369,8 +369,8 @@ def default_text_calibration(model: Backend, *, prompts: int = LAB_PROMPTS,
     ``max_tokens`` shrinks to fit a model with a short context. Raises
     :class:`TempscopeError` when the corpus is not installed.
     """
-    from tempscope.calibration import calibrate
-    from tempscope.corpus import human_references
+    from tempscope.study.calibration import calibrate
+    from tempscope.study.corpus import human_references
 
     room = model.facts.context_length - prompt_tokens - 1  # - a BOS token
     max_tokens = max(1, min(max_tokens, room))

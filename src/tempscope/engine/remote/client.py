@@ -14,7 +14,7 @@ What it does on top of plain HTTP:
   is sent switched off (:data:`NEUTRAL_FIELDS`), so the server's own defaults never shape the
   text unseen;
 - llama.cpp's ``llama-server`` is recognised by its ``GET /props`` (:attr:`RemoteClient.server`)
-  and spoken to in its own names (:mod:`tempscope.remote_wire`): what it accepts is read from
+  and spoken to in its own names (:mod:`tempscope.engine.remote.wire`): what it accepts is read from
   there, not probed, and its log-probabilities are raw (before its samplers) unless a request
   asks for ``post_sampling_probs``.
 """
@@ -34,8 +34,8 @@ from typing import Any
 
 import httpx
 
+from tempscope.engine.remote.wire import LLAMA_SERVER_OFF, ServerInfo, server_info
 from tempscope.errors import TempscopeError
-from tempscope.remote_wire import LLAMA_SERVER_OFF, ServerInfo, server_info
 from tempscope.sampling.registry import KNOBS
 
 # Fields every OpenAI-compatible completions endpoint understands.

@@ -2,27 +2,28 @@
 (Basu et al. 2021), reproduced on any model.
 
 Every decoder of :data:`DECODERS` continues the same prompts (the first ~35 tokens of
-public-domain passages, :mod:`tempscope.corpus`) for the same number of tokens, one seeded
+public-domain passages, :mod:`tempscope.study.corpus`) for the same number of tokens, one seeded
 sample per prompt; the human continuations of those passages are the reference. Each set of
 texts gets the paper's four numbers and one more:
 
 - perplexity under the generating model at ``T = 1``, pooled over all tokens of the set
-  (:func:`~tempscope.metrics.text_perplexity`; generated text: the raw log-probs recorded while
-  generating; human text: :func:`~tempscope.metrics.score_texts`, batched);
-- Self-BLEU4 (:func:`~tempscope.metrics.self_bleu`: each text against all the others);
-- Zipf coefficient of the pooled token frequencies (:func:`~tempscope.metrics.zipf_coefficient`);
-- repetition %: texts that end in a loop (:func:`~tempscope.metrics.loop_rate`);
-- observed cross-entropy per token in bits (:func:`~tempscope.metrics.cross_entropy`), the
+  (:func:`~tempscope.study.metrics.text_perplexity`; generated text: the raw log-probs recorded
+  while generating; human text: :func:`~tempscope.study.metrics.score_texts`, batched);
+- Self-BLEU4 (:func:`~tempscope.study.metrics.self_bleu`: each text against all the others);
+- Zipf coefficient of the pooled token frequencies
+  (:func:`~tempscope.study.metrics.zipf_coefficient`);
+- repetition %: texts that end in a loop (:func:`~tempscope.study.metrics.loop_rate`);
+- observed cross-entropy per token in bits (:func:`~tempscope.study.metrics.cross_entropy`), the
   quantity mirostat steers; with it, within each text the share of repeated 4-grams.
 
-Generation goes through :func:`tempscope.study.sweep`, its batching and its resumable run store:
-one sweep directory per decoder under ``out`` (``out/greedy``, ``out/top_k_40``, ...), plus
+Generation goes through :func:`tempscope.study.grid.sweep`, its batching and its resumable run
+store: one sweep directory per decoder under ``out`` (``out/greedy``, ``out/top_k_40``, ...), plus
 ``human.json`` (the passages, their continuations and scores) and ``timing.json``. A batch
 holds one decoder's rows only, so every row runs the same short sampler chain (a mixed batch
 would run every decoder's samplers over every row). Rerunning with the same settings resumes;
 other settings are refused. Where the engine knows its end-of-text tokens (a local model), they
 get a logit bias of -100, so every generation has the full length, as in the paper
-(perplexities use the raw log-probs, which no bias touches). :mod:`tempscope.degeneration_report`
+(perplexities use the raw log-probs, which no bias touches). :mod:`tempscope.report.degeneration`
 turns a study directory into tables, findings and the figure.
 """
 
@@ -43,9 +44,9 @@ from tempscope.sampling.params import SamplingParams
 
 if TYPE_CHECKING:
     from tempscope.engine.backend import Backend
-    from tempscope.generator import Generator
-    from tempscope.remote import RemoteClient
-    from tempscope.study import SweepProgress
+    from tempscope.engine.generator import Generator
+    from tempscope.engine.remote.client import RemoteClient
+    from tempscope.study.grid import SweepProgress
 
 __all__ = [
     "DECODERS",
@@ -123,7 +124,7 @@ def check_study(prompts: int, max_new_tokens: int, prompt_tokens: int,
     """Check the settings and the corpus before any model is loaded; returns the candidate
     passages. Raises ``ValueError`` naming a bad setting, :class:`TempscopeError` when the
     corpus is missing or too small."""
-    from tempscope.corpus import passages
+    from tempscope.study.corpus import passages
 
     for what, value in (("prompts", prompts), ("max_new_tokens", max_new_tokens),
                         ("prompt_tokens", prompt_tokens), ("batch_rows", batch_rows)):
@@ -153,9 +154,10 @@ def run_degeneration(
     """Run (or resume) the study into ``out``; returns ``out`` as a path.
 
     Args:
-        model: a loaded model, a name/path for :func:`tempscope.models.load_model` (``None`` =
-            the embedded default), a :class:`tempscope.remote.RemoteClient`, or any
-            :class:`~tempscope.generator.Generator`.
+        model: a loaded model, a name/path for :func:`tempscope.engine.loader.load_model`
+            (``None`` = the embedded default), a
+            :class:`tempscope.engine.remote.client.RemoteClient`, or any
+            :class:`~tempscope.engine.generator.Generator`.
         out: the study directory (created; rerun to resume).
         prompts: passages, one sample per passage and decoder.
         max_new_tokens: tokens per generation and per human continuation.
@@ -164,12 +166,12 @@ def run_degeneration(
         batch_rows: rows decoded together (several prompts per engine call).
         tokenizer: the model whose tokens cut the passages when ``model`` is a server
             (default the embedded model; :attr:`Generator.tokenizer
-            <tempscope.generator.Generator.tokenizer>`); a local ``model`` uses its own.
+            <tempscope.engine.generator.Generator.tokenizer>`); a local ``model`` uses its own.
         progress: called with the decoder's name and its sweep's progress.
     """
-    from tempscope.corpus import human_references
-    from tempscope.generator import as_generator
-    from tempscope.study import sweep
+    from tempscope.engine.generator import as_generator
+    from tempscope.study.corpus import human_references
+    from tempscope.study.grid import sweep
 
     texts = check_study(prompts, max_new_tokens, prompt_tokens, batch_rows)
     gen = as_generator(model, tokenizer=tokenizer)
@@ -219,7 +221,7 @@ def _human(root: Path, settings: dict[str, Any], refs: Sequence[Any], gen: Gener
                                  "give another --out directory")
         return
     scores = gen.score_texts([r.prompt for r in refs], [r.continuation for r in refs])
-    from tempscope.corpus import CORPUS
+    from tempscope.study.corpus import CORPUS
 
     data = {"settings": settings, "corpus": CORPUS, "passages": [
         {"passage": r.passage, "prompt": r.prompt, "continuation": r.continuation,
@@ -289,7 +291,7 @@ def set_metrics(name: str, label: str, texts: Sequence[str],
             sum (not scored) makes the perplexity and cross-entropy NaN.
         budget: the token budget; shorter texts count as early stops.
     """
-    from tempscope.metrics import loop_rate, repetition, self_bleu, zipf_coefficient
+    from tempscope.study.metrics import loop_rate, repetition, self_bleu, zipf_coefficient
 
     total = sum(s for s, _ in scores)
     count = sum(n for _, n in scores)
@@ -308,7 +310,7 @@ def set_metrics(name: str, label: str, texts: Sequence[str],
 def load_study(out: str | os.PathLike[str]) -> tuple[dict[str, Any], list[SetMetrics]]:
     """A study directory's settings and its numbers: the human row first, then every decoder
     whose sweep is complete, in :data:`DECODERS` order."""
-    from tempscope.study import read_manifest, read_records
+    from tempscope.study.grid import read_manifest, read_records
 
     root = Path(out)
     if not (root / HUMAN_FILE).exists():

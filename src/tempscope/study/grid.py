@@ -1,7 +1,7 @@
 """Temperature sweeps: prompts x configs x temperatures x samples, resumable on disk.
 
 A *cell* is one prompt under one sampler config at one temperature; it holds ``n`` samples.
-The grid runs through the batched engine (:func:`tempscope.generation.generate_rows`), at most
+The grid runs through the batched engine (:func:`tempscope.engine.loop.generate_rows`), at most
 ``batch_rows`` rows decoding at once. On a batch-invariant engine the whole grid is one stream
 of rows: as a row ends (its end of text, a stop string) the next one takes its slot, so the
 batch stays full; otherwise (torch with ``reproducible=False``) it runs in fixed batches of
@@ -24,13 +24,14 @@ A resumed sweep says exactly what an uninterrupted one says: the engines are bat
 (``Backend.reproducible``, recorded in the manifest), and where they are not (torch with
 ``reproducible=False``) a batch that was cut short runs again whole, in its first company.
 
-The grid runs on any :class:`~tempscope.generator.Generator`: a local model, or an
+The grid runs on any :class:`~tempscope.engine.generator.Generator`: a local model, or an
 OpenAI-compatible server (vLLM, llama.cpp's server, ``tempscope serve``) when ``model`` is a
-:class:`tempscope.remote.RemoteClient`, one request per sample, ``client.concurrency`` at a
-time. Each cell is appended as soon as its last sample is back, so a server fault (after the
-client's retries) stops the sweep with a :class:`~tempscope.remote.RemoteError` and a rerun
-loses nothing already received. What the engine did with the settings goes into the manifest
-(:meth:`~tempscope.generator.Generator.check_settings`): for a server, its ``remote`` entry
+:class:`tempscope.engine.remote.client.RemoteClient`, one request per sample,
+``client.concurrency`` at a time. Each cell is appended as soon as its last sample is back, so a
+server fault (after the client's retries) stops the sweep with a
+:class:`~tempscope.engine.remote.client.RemoteError` and a rerun loses nothing already received.
+What the engine did with the settings goes into the manifest
+(:meth:`~tempscope.engine.generator.Generator.check_settings`): for a server, its ``remote`` entry
 records the endpoint, whether the log-probabilities were raw, and the settings it refused.
 """
 
@@ -55,9 +56,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from tempscope.engine.backend import Backend
-    from tempscope.generation import Sample, StepEvent
-    from tempscope.generator import Generator, Row
-    from tempscope.remote import RemoteClient
+    from tempscope.engine.generator import Generator, Row
+    from tempscope.engine.loop import Sample, StepEvent
+    from tempscope.engine.remote.client import RemoteClient
     from tempscope.sampling import SamplingParams
 
 __all__ = [
@@ -182,10 +183,11 @@ def sweep(
     """Run the grid prompts x configs x temperatures, ``n`` samples per cell.
 
     Args:
-        model: a loaded model, or a name/path for :func:`tempscope.models.load_model`
-            (``None`` = the embedded default), a :class:`tempscope.remote.RemoteClient` to run
-            on a remote server (``chat`` is not supported there), or any
-            :class:`~tempscope.generator.Generator`.
+        model: a loaded model, or a name/path for :func:`tempscope.engine.loader.load_model`
+            (``None`` = the embedded default), a
+            :class:`tempscope.engine.remote.client.RemoteClient` to run on a remote server
+            (``chat`` is not supported there), or any
+            :class:`~tempscope.engine.generator.Generator`.
         prompts: a prompt or a list; ``None`` = :func:`builtin_prompts`.
         temperatures: the temperatures to sweep (each config is run at every one of them;
             a config's own temperature is replaced).
@@ -198,18 +200,19 @@ def sweep(
         out: a directory to write ``manifest.json`` and ``samples.jsonl`` into, and to resume
             from; ``None`` keeps everything in memory.
         judge: a second model (or its name/path) that scores every sample
-            (:func:`tempscope.metrics.score_texts`): the ``judge_logprob`` column.
+            (:func:`tempscope.study.metrics.score_texts`): the ``judge_logprob`` column.
         chat: wrap prompts in the model's chat template.
         batch_rows: prompts are batched together while their rows fit in this many.
         progress: called with a :class:`SweepProgress` as the sweep goes.
 
     Returns:
-        One row per sample (see :func:`tempscope.results.samples_frame`), resumed ones included.
+        One row per sample (see :func:`tempscope.study.results.samples_frame`), resumed ones
+        included.
     """
-    from tempscope.generator import as_generator
-    from tempscope.models import load_model
-    from tempscope.results import samples_frame
+    from tempscope.engine.generator import as_generator
+    from tempscope.engine.loader import load_model
     from tempscope.sampling import SamplingParams
+    from tempscope.study.results import samples_frame
 
     if prompts is None:
         prompt_list = builtin_prompts()
@@ -309,8 +312,8 @@ def _cell_rows(prompts: Sequence[str], grid: Mapping[tuple[str, float], Sampling
                ) -> tuple[list[tuple[CellKey, int]], list[Row]]:
     """The engine rows of ``cells``: ``n`` seeded samples each (one for a greedy cell), with
     each row's (cell, sample index)."""
-    from tempscope.generation import derive_seed
-    from tempscope.generator import Row
+    from tempscope.engine.generator import Row
+    from tempscope.engine.loop import derive_seed
 
     where: list[tuple[CellKey, int]] = []
     rows: list[Row] = []
@@ -389,8 +392,8 @@ def _records(prompts: Sequence[str], grid: Mapping[tuple[str, float], SamplingPa
              seed: int, rows: Sequence[tuple[CellKey, int]],
              results: Sequence[Sample]) -> list[Record]:
     """One record per sample, cell by cell; a greedy cell's single row is copied ``n`` times."""
-    from tempscope.generation import derive_seed
-    from tempscope.metrics import step_metrics
+    from tempscope.engine.loop import derive_seed
+    from tempscope.study.metrics import step_metrics
 
     by_cell: dict[CellKey, list[Sample]] = {}
     for (cell, _), result in zip(rows, results, strict=True):
@@ -424,7 +427,7 @@ def _records(prompts: Sequence[str], grid: Mapping[tuple[str, float], SamplingPa
 
 def _judge(judge: Backend, records: list[Record]) -> None:
     """Add ``judge`` (the judge's log-likelihood of the sample) to every record, in place."""
-    from tempscope.metrics import score_texts
+    from tempscope.study.metrics import score_texts
 
     pairs = sorted({(r["prompt"], r["text"]) for r in records})  # greedy copies scored once
     scores = dict(zip(pairs, score_texts(judge, [p for p, _ in pairs], [t for _, t in pairs]),

@@ -1,7 +1,7 @@
 """Generation and next-token distributions from a remote OpenAI-compatible server.
 
-The same results the local engine gives (:class:`~tempscope.generation.Sample`,
-:class:`~tempscope.generation.StepEvent`), filled from what an HTTP API returns, with what it
+The same results the local engine gives (:class:`~tempscope.engine.loop.Sample`,
+:class:`~tempscope.engine.loop.StepEvent`), filled from what an HTTP API returns, with what it
 cannot return said plainly:
 
 - ``token_ids == []`` and ``n_tokens`` comes from the returned tokens; steps carry the
@@ -34,13 +34,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tempscope.distribution import check_temperature, entropy, inverse_cdf, softmax
-from tempscope.generation import Alternative, Sample, StepEvent, derive_seed
-from tempscope.remote import RemoteClient, RemoteError
-from tempscope.remote_wire import llama_server_fields, parse_logprobs
+from tempscope.engine.loop import Alternative, Sample, StepEvent, derive_seed
+from tempscope.engine.remote.client import RemoteClient, RemoteError
+from tempscope.engine.remote.wire import llama_server_fields, parse_logprobs
 from tempscope.sampling.registry import KNOBS
 
 if TYPE_CHECKING:
-    from tempscope.generation import FinishReason
+    from tempscope.engine.loop import FinishReason
     from tempscope.sampling import SamplingParams
 
 __all__ = [
@@ -120,7 +120,7 @@ def wire_fields(client: RemoteClient,
     ``repetition_penalty`` also goes as llama.cpp's ``repeat_penalty``, and mirostat switches
     on llama.cpp's ``mirostat_mode`` (v2), so llama.cpp applies what was asked as well. A
     llama-server gets llama.cpp's names and its chain instead
-    (:func:`~tempscope.remote_wire.llama_server_fields`).
+    (:func:`~tempscope.engine.remote.wire.llama_server_fields`).
     """
     if client.server.is_llama_server:
         return llama_server_fields(params, client.server)
@@ -418,7 +418,7 @@ class RemoteNextToken:
         """The same tokens at every temperature, for a side-by-side view: the returned tokens
         every view lists (likeliest at T = 1 first, whitespace made visible), and per
         temperature their probabilities."""
-        from tempscope.nexttoken import visible
+        from tempscope.engine.nexttoken import visible
 
         k = min(len(r.tokens) for r in self.results)
         return ([visible(t) for t in self.results[0].tokens[:k]],

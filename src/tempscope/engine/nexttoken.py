@@ -4,7 +4,7 @@ The model is run once on the prompt and only the last position's logits are kept
 temperature is then pure math on that one ``(V,)`` vector (:mod:`tempscope.distribution`):
 the full distribution, a top-N table, entropy, effective vocabulary, and one seeded draw.
 
->>> from tempscope.models import load_model
+>>> from tempscope.engine.loader import load_model
 >>> r = next_token(load_model(), "The cat slept on the", [0.1, 1, 100], seed=0)  # doctest: +SKIP
 >>> r.results[0].sampled.text, round(r.results[1].top[0].probability, 3)  # doctest: +SKIP
 (' couch', 0.453)
@@ -237,7 +237,7 @@ def _with_samplers(
 ) -> TemperatureResult:
     """One temperature with the sampler chain: processed distribution, raw one beside it. The
     prompt is the history the penalties and DRY read."""
-    from tempscope.generation import BackendVocab
+    from tempscope.engine.loop import BackendVocab
     from tempscope.sampling import probabilities
 
     p = params.model_copy(update={"temperature": t})

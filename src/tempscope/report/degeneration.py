@@ -1,7 +1,7 @@
 """The degeneration study's report: the measured table beside the paper's, the paper's findings
 checked one by one as orderings, and the mirostat curve.
 
-:func:`write_degeneration_report` reads a study directory (:mod:`tempscope.degeneration`) and
+:func:`write_degeneration_report` reads a study directory (:mod:`tempscope.study.degeneration`) and
 writes, inside it::
 
     figures/degeneration.png   repetition vs observed cross-entropy, every decoder, human marked
@@ -27,7 +27,7 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-from tempscope.degeneration import DECODERS, HUMAN, NGRAM, SetMetrics, load_study
+from tempscope.study.degeneration import DECODERS, HUMAN, NGRAM, SetMetrics, load_study
 
 __all__ = ["Finding", "findings", "kendall_tau", "plot_curve", "rank_agreement",
            "write_degeneration_report"]

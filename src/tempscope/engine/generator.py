@@ -2,11 +2,11 @@
 
 The sweep, the studies and the command line ask an engine for the same things: run rows (a
 prompt as text, sampler settings, a seed, a token budget) and hand back one
-:class:`~tempscope.generation.Sample` per row with its step events; generate prompts x settings
+:class:`~tempscope.engine.loop.Sample` per row with its step events; generate prompts x settings
 x ``n`` samples; a prompt's next-token views; what it does with a set of sampler settings.
 :class:`Generator` is that interface. :class:`LocalGenerator` runs a loaded model
-(:func:`tempscope.generation.generate_rows`), :class:`RemoteGenerator` a server
-(:func:`tempscope.remote_engine.remote_rows`). Which one runs is chosen once
+(:func:`tempscope.engine.loop.generate_rows`), :class:`RemoteGenerator` a server
+(:func:`tempscope.engine.remote.engine.remote_rows`). Which one runs is chosen once
 (:func:`as_generator`, or the CLI's ``--endpoint``); the code above it is the same for both.
 
 What only one of them can do is a question every generator answers: a server does not score
@@ -14,7 +14,7 @@ given text (:meth:`Generator.score_texts` gives ``None``) and has no chat templa
 (:meth:`Generator.check_prompts` says so); a local model has its context and this machine's
 memory checked (:meth:`Generator.check_local`), a server checks its own.
 
->>> from tempscope.remote import RemoteClient
+>>> from tempscope.engine.remote.client import RemoteClient
 >>> as_generator(RemoteClient("http://127.0.0.1:8000/v1", model="m")).label
 'm at http://127.0.0.1:8000/v1'
 """
@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING, Any, Protocol, Self, cast
 
 if TYPE_CHECKING:
     from tempscope.engine.backend import Backend
-    from tempscope.generation import Sample, StepEvent
-    from tempscope.metrics import TextScore
-    from tempscope.nexttoken import NextTokenResult
-    from tempscope.remote import RemoteClient
-    from tempscope.remote_engine import RemoteNextToken
+    from tempscope.engine.loop import Sample, StepEvent
+    from tempscope.engine.nexttoken import NextTokenResult
+    from tempscope.engine.remote.client import RemoteClient
+    from tempscope.engine.remote.engine import RemoteNextToken
+    from tempscope.engine.scoring import TextScore
     from tempscope.sampling import SamplingParams
 
 __all__ = [
@@ -114,7 +114,7 @@ class Generator(Protocol):
             on_step: StepCallback | None = None,
             on_result: ResultCallback | None = None,
             max_rows: int | None = None) -> list[Sample]:
-        """Generate ``rows``: one :class:`~tempscope.generation.Sample` per row, in order.
+        """Generate ``rows``: one :class:`~tempscope.engine.loop.Sample` per row, in order.
 
         ``on_step`` sees every step event; ``on_result`` gets ``(row index, sample)`` as each
         row finishes (a local model: the step it ends; a server: as each answer arrives), so
@@ -141,8 +141,9 @@ class Generator(Protocol):
 
     def score_texts(self, prompts: Sequence[str],
                     texts: Sequence[str]) -> list[TextScore] | None:
-        """Each text's log-likelihood after its prompt (:func:`tempscope.metrics.score_texts`);
-        ``None`` where the engine cannot score given text (a server)."""
+        """Each text's log-likelihood after its prompt
+        (:func:`tempscope.engine.scoring.score_texts`); ``None`` where the engine cannot score
+        given text (a server)."""
 
     def describe(self, sample: Sample) -> dict[str, Any]:
         """Fields a sample's JSON adds for this engine: ``{}`` locally; for a server
@@ -218,7 +219,7 @@ class LocalGenerator(_Closing):
             on_step: StepCallback | None = None,
             on_result: ResultCallback | None = None,
             max_rows: int | None = None) -> list[Sample]:
-        from tempscope.generation import RowResult, RowSpec, Sample, generate_rows
+        from tempscope.engine.loop import RowResult, RowSpec, Sample, generate_rows
 
         encoded = {p: self._encode(p, chat) for p in dict.fromkeys(r.prompt for r in rows)}
         specs = [RowSpec(prompt_ids=encoded[r.prompt], params=r.params, seed=r.seed,
@@ -246,7 +247,7 @@ class LocalGenerator(_Closing):
                  stop_at_newline: bool = False, seed: int | None = None, chat: bool = False,
                  on_step: StepCallback | None = None, top_alternatives: int = 5,
                  processed: bool = False) -> list[Sample]:
-        from tempscope.generation import generate
+        from tempscope.engine.loop import generate
 
         return generate(self.model, prompts, params, n=n, max_new_tokens=max_new_tokens,
                         stop=stop, stop_at_newline=stop_at_newline, seed=seed, chat=chat,
@@ -255,13 +256,13 @@ class LocalGenerator(_Closing):
     def next_token(self, prompt: str, temperatures: Sequence[float], *, top: int = 10,
                    seed: int | None = None, chat: bool = False,
                    params: SamplingParams | None = None) -> NextTokenResult:
-        from tempscope.nexttoken import next_token
+        from tempscope.engine.nexttoken import next_token
 
         return next_token(self.model, prompt, temperatures, top=top, seed=seed, chat=chat,
                           params=params)
 
     def score_texts(self, prompts: Sequence[str], texts: Sequence[str]) -> list[TextScore]:
-        from tempscope.metrics import score_texts
+        from tempscope.engine.scoring import score_texts
 
         return score_texts(self.model, prompts, texts)
 
@@ -276,7 +277,7 @@ class LocalGenerator(_Closing):
 
 
 class RemoteGenerator(_Closing):
-    """An OpenAI-compatible server (:class:`~tempscope.remote.RemoteClient`) as a
+    """An OpenAI-compatible server (:class:`~tempscope.engine.remote.client.RemoteClient`) as a
     :class:`Generator`: one request per row, ``client.concurrency`` at a time.
 
     Args:
@@ -313,7 +314,7 @@ class RemoteGenerator(_Closing):
     @property
     def tokenizer(self) -> Backend:
         if self._tokenizer is None or isinstance(self._tokenizer, str):
-            from tempscope.models import load_model
+            from tempscope.engine.loader import load_model
 
             # Only its tokenizer is used: the CPU is enough, and leaves a GPU to others.
             self._tokenizer = load_model(self._tokenizer, device="cpu")
@@ -329,7 +330,7 @@ class RemoteGenerator(_Closing):
         pass  # the server holds the model: its context and memory are its own to check
 
     def check_settings(self, grid: Mapping[Any, SamplingParams]) -> SettingsCheck:
-        from tempscope.remote_engine import check_settings
+        from tempscope.engine.remote.engine import check_settings
 
         found = check_settings(self.client, grid)
         return SettingsCheck(ignored=found["ignored"], refused=found["refused"],
@@ -340,7 +341,7 @@ class RemoteGenerator(_Closing):
             on_step: StepCallback | None = None,
             on_result: ResultCallback | None = None,
             max_rows: int | None = None) -> list[Sample]:
-        from tempscope.remote_engine import RemoteRow, remote_rows
+        from tempscope.engine.remote.engine import RemoteRow, remote_rows
 
         self.check_prompts([], chat=chat)
         requests = [RemoteRow(r.prompt, r.params, r.seed if r.seed is not None else r.params.seed,
@@ -355,7 +356,7 @@ class RemoteGenerator(_Closing):
                  stop_at_newline: bool = False, seed: int | None = None, chat: bool = False,
                  on_step: StepCallback | None = None, top_alternatives: int = 5,
                  processed: bool = False) -> list[Sample]:
-        from tempscope.remote_engine import remote_generate
+        from tempscope.engine.remote.engine import remote_generate
 
         self.check_prompts([], chat=chat)
         return list(remote_generate(self.client, prompts, params, n=n,
@@ -367,7 +368,7 @@ class RemoteGenerator(_Closing):
     def next_token(self, prompt: str, temperatures: Sequence[float], *, top: int = 10,
                    seed: int | None = None, chat: bool = False,
                    params: SamplingParams | None = None) -> RemoteNextToken:
-        from tempscope.remote_engine import remote_next_token
+        from tempscope.engine.remote.engine import remote_next_token
 
         self.check_prompts([prompt], chat=chat)
         return remote_next_token(self.client, prompt, temperatures, top=top, seed=seed,
@@ -377,7 +378,7 @@ class RemoteGenerator(_Closing):
         return None  # completions APIs return log-probabilities of what they generate only
 
     def describe(self, sample: Sample) -> dict[str, Any]:
-        from tempscope.remote_engine import RemoteSample
+        from tempscope.engine.remote.engine import RemoteSample
 
         if not isinstance(sample, RemoteSample):  # not one of this generator's samples
             return {}
@@ -398,15 +399,15 @@ class RemoteGenerator(_Closing):
 def as_generator(model: Generator | Backend | RemoteClient | str | None, *,
                  tokenizer: Backend | str | None = None) -> Generator:
     """The generator for ``model``: a :class:`RemoteGenerator` for a
-    :class:`~tempscope.remote.RemoteClient` (``tokenizer``: its stand-in tokenizer); a
+    :class:`~tempscope.engine.remote.client.RemoteClient` (``tokenizer``: its stand-in tokenizer); a
     :class:`LocalGenerator` for a loaded model, or for :func:`tempscope.load_model` of a name
     or path (``None`` = the embedded model); any other :class:`Generator` as it is."""
-    from tempscope.remote import RemoteClient
+    from tempscope.engine.remote.client import RemoteClient
 
     if isinstance(model, RemoteClient):
         return RemoteGenerator(model, tokenizer=tokenizer)
     if model is None or isinstance(model, str):
-        from tempscope.models import load_model
+        from tempscope.engine.loader import load_model
 
         return LocalGenerator(load_model(model))
     if hasattr(model, "open_session"):  # the Backend protocol's door to decoding

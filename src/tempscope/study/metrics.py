@@ -8,7 +8,8 @@ Every metric is a pure function with its formula in the docstring. Levels:
   of repeated n-grams, length (tokens) and finish reason (both recorded by the engine);
 - per cell (``n`` samples of one prompt under one configuration): distinct-n across samples,
   self-BLEU (sacrebleu), mean pairwise normalized edit distance;
-- across models: :func:`score_texts`, the log-likelihood of texts under a second (judge) model;
+- across models: :func:`score_texts`, the log-likelihood of texts under a second (judge) model
+  (it runs a model, so it lives in :mod:`tempscope.engine.scoring`; re-exported here);
 - aggregates: :func:`bootstrap_ci`, a percentile bootstrap of the mean;
 - degeneration (Holtzman et al. 2020): :func:`zipf_coefficient`, :func:`loop_rate` (their
   "repetition %"), :func:`cross_entropy` and :func:`text_perplexity` of a text under a model.
@@ -23,14 +24,12 @@ import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from itertools import combinations
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from tempscope.distribution import as_array
-
-if TYPE_CHECKING:
-    from tempscope.engine.backend import Backend
+from tempscope.engine.scoring import TextScore, score_texts
 
 __all__ = [
     "AlternativeLike",
@@ -60,7 +59,7 @@ __all__ = [
 
 
 class AlternativeLike(Protocol):
-    """One of the most likely tokens at a step (``tempscope.generation.Alternative``)."""
+    """One of the most likely tokens at a step (``tempscope.engine.loop.Alternative``)."""
 
     @property
     def token_id(self) -> int: ...
@@ -69,7 +68,7 @@ class AlternativeLike(Protocol):
 
 
 class StepLike(Protocol):
-    """The fields of ``tempscope.generation.StepEvent`` the step metrics read."""
+    """The fields of ``tempscope.engine.loop.StepEvent`` the step metrics read."""
 
     @property
     def token_id(self) -> int: ...
@@ -261,79 +260,6 @@ def pairwise_edit_distance(texts: Sequence[str]) -> float:
         for a, b in combinations(tokens, 2)
     ]
     return float(np.mean(distances))
-
-
-# ---------------------------------------------------------------------------- across models
-
-
-@dataclass(frozen=True)
-class TextScore:
-    """The log-likelihood of one continuation under a model."""
-
-    logprob: float  # sum_i log p(x_i | prompt, x_<i), nats
-    n_tokens: int  # continuation tokens scored
-    mean_logprob: float  # logprob / n_tokens (NaN for an empty continuation)
-
-
-def score_texts(
-    model: Backend,
-    prompts: Sequence[str],
-    texts: Sequence[str],
-    *,
-    max_batch_elements: int = 64_000_000,
-) -> list[TextScore]:
-    """Log-likelihood of each continuation ``texts[i]`` after ``prompts[i]`` under ``model``.
-
-    ``logprob_i = sum_{t in continuation} log softmax(logits_{t-1})[x_t]`` at ``T = 1``,
-    from :meth:`~tempscope.engine.backend.Backend.sequence_logprobs` (on torch one padded
-    forward pass per batch). The continuation is what ``encode(prompt + text)`` adds after
-    its common prefix with ``encode(prompt)``, so a model with another tokenizer (a judge)
-    scores the same text.
-
-    Args:
-        model: any loaded causal LM, e.g. a second model acting as judge.
-        prompts: ``(N,)`` prompts.
-        texts: ``(N,)`` continuations.
-        max_batch_elements: cap on ``rows * tokens * vocab`` logits per forward pass; larger
-            inputs are split into several batches (a 262k-vocabulary judge needs that).
-
-    Returns:
-        ``N`` scores, in order.
-    """
-    if len(prompts) != len(texts):
-        raise ValueError(
-            f"score_texts needs one prompt per text, got {len(prompts)} prompts and "
-            f"{len(texts)} texts"
-        )
-    encoded: list[tuple[list[int], int]] = []  # (ids, where the continuation starts)
-    prompt_ids: dict[str, list[int]] = {}
-    for prompt, text in zip(prompts, texts, strict=True):
-        if prompt not in prompt_ids:
-            prompt_ids[prompt] = model.encode(prompt)
-        ids = model.encode(prompt + text)
-        start = _common_prefix(prompt_ids[prompt], ids)
-        encoded.append((ids, max(start, 1)))  # the first token has no context to score it
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))  # less padding
-    scores: dict[int, TextScore] = {}
-    while order:
-        longest = len(encoded[order[-1]][0])
-        rows = max(1, max_batch_elements // max(1, longest * model.vocab_size))
-        batch, order = order[-rows:], order[:-rows]
-        values = model.sequence_logprobs([encoded[i][0] for i in batch],
-                                         [encoded[i][1] for i in batch])
-        for i, lps in zip(batch, values, strict=True):
-            total = float(sum(lps))
-            scores[i] = TextScore(total, len(lps), total / len(lps) if lps else math.nan)
-    return [scores[i] for i in range(len(encoded))]
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 # -------------------------------------------------------------------------------- aggregates

@@ -3,8 +3,8 @@ C++ ``llama-server`` or any other OpenAI-compatible one), the sampler fields a r
 llama-server carries (llama.cpp's names, every sampler left off switched off, the chain in the
 user's order), and the two shapes servers return log-probabilities in, read into one form.
 
-No HTTP here (:mod:`tempscope.remote` talks to servers): pure functions over JSON and the
-sampler registry, so each rule is written once and tested without a server.
+No HTTP here (:mod:`tempscope.engine.remote.client` talks to servers): pure functions over JSON
+and the sampler registry, so each rule is written once and tested without a server.
 
 llama-server (llama.cpp's ``tools/server``) is recognised by ``GET /props`` (outside ``/v1``):
 its answer lists every sampling field it takes (``default_generation_settings.params``) and a
