@@ -17,8 +17,11 @@ fields) and ``bench/serve.md`` (the table, with the issue's goals).
   Each load level runs in 3 rounds that alternate between the servers (tempscope, llama-server,
   tempscope, ...): a shared 2-core virtual machine drifts by +-15 % within minutes, so
   measuring one server after the other put the drift into the ratio (0.74x and 0.85x at 1
-  client on two days with the same code). The table gives tokens / wall time over all rounds;
-  the JSON keeps each round's, and the ratio of each round pair.
+  client on two days with the same code). llama-server is restarted before each of its rounds
+  (and warmed up by one untimed request): a fresh one did 170-180 tok/s at 8 clients, one that
+  had served a few hundred of these requests 95-125 tok/s until it was restarted (its slots'
+  state; measured 2026-12-05), so a fresh one is its best. The table gives tokens / wall time
+  over all rounds; the JSON keeps each round's, and the ratio of each round pair.
 - branch: the lab's "branch from token N" (``/v1/lab/continue`` sends the text so far plus the
   chosen tokens) at a 1,500-token context, as plain ``/v1/completions`` with token-id prompts:
   a 1-token completion of the context (so its KV could be kept), then the context plus 4 tokens,
@@ -278,9 +281,12 @@ async def load_level(client: httpx.AsyncClient, side: Side, work: Workload, clie
     return replies
 
 
-async def load(sides: list[Side], work: Workload) -> dict[str, dict[str, Any]]:
+async def load(sides: list[Side], work: Workload,
+               fresh: dict[str, Callable[[], Side]]) -> dict[str, dict[str, Any]]:
     """N concurrent streaming clients: generated tokens / wall, time to first token; each
-    level in rounds that alternate between the servers. Returns each server's result."""
+    level in rounds that alternate between the servers. A server in ``fresh`` is restarted
+    before each of its rounds (and warmed up by one untimed request). Returns each server's
+    result."""
     out: dict[str, dict[str, Any]] = {side.name: {} for side in sides}
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=0)
     async with httpx.AsyncClient(timeout=600, limits=limits) as client:
@@ -294,7 +300,11 @@ async def load(sides: list[Side], work: Workload) -> dict[str, dict[str, Any]]:
         for clients, each in work.sizes.loads:
             rounds: dict[str, list[tuple[float, list[Reply]]]] = {s.name: [] for s in sides}
             for r in range(work.sizes.load_rounds):
-                for side in sides:
+                for i, side in enumerate(sides):
+                    if side.name in fresh:
+                        sides[i] = side = await asyncio.to_thread(fresh[side.name])
+                        await complete(client, side, work.prompts[0], work.sizes.load_tokens,
+                                       seed=10**6)
                     start = time.perf_counter()
                     replies = await load_level(client, side, work, clients, each)
                     rounds[side.name].append((time.perf_counter() - start, replies))
@@ -355,7 +365,8 @@ async def sweep(client: httpx.AsyncClient, side: Side, work: Workload) -> dict[s
 
 
 Measurement = Callable[[httpx.AsyncClient, Side, Workload], Awaitable[dict[str, Any]]]
-# Measured one server at a time, the other idle; "load" runs after them on both in turn.
+# Measured one server at a time, the other idle; "load" runs on both in turn (after idle and
+# during-long, before branch and sweep).
 MEASUREMENTS: dict[str, Measurement] = {"idle": idle, "during-long": during_long,
                                         "branch": branch, "sweep": sweep}
 NAMES = [*MEASUREMENTS, "load"]
@@ -404,22 +415,27 @@ def workload(sizes: Sizes) -> Workload:
                     contexts[0], {str(t): BAN for t in model.eos_token_ids})
 
 
+def pids_of(side: Side) -> Callable[[], list[int]]:
+    return lambda: [side.pid]
+
+
 class OtherWork:
     """CPU time the machine spends on processes other than this one and the servers measured:
     what shared the cores while a measurement ran (Linux: ``/proc``). A server up but idle
     counts as other: its share shows that it stayed idle."""
 
-    def __init__(self, *servers: int) -> None:
-        self.servers = servers  # the servers measured (the load: both)
+    def __init__(self, servers: Callable[[], list[int]]) -> None:
+        self.servers = servers  # the servers measured, up now (the load: both)
         self.mark = self._now()
 
     def _now(self) -> tuple[float, float, float]:
-        """(wall clock, CPU seconds of every process, of this one and the servers)."""
+        """(wall clock, CPU seconds of every process, of this one and the servers; a server
+        stopped and waited for counts in this process's children's time)."""
         tick = os.sysconf("SC_CLK_TCK")
         cpu = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
         busy = sum(int(x) for i, x in enumerate(cpu) if i not in (3, 4)) / tick  # not idle, iowait
-        ours = sum(os.times()[:2])
-        for pid in self.servers:
+        ours = sum(os.times()[:4])  # this process and its children that ended
+        for pid in self.servers():
             stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             ours += (int(stat[11]) + int(stat[12])) / tick  # utime + stime
         return time.monotonic(), busy, ours
@@ -696,14 +712,29 @@ def main(argv: list[str] | None = None) -> int:
         # the "other processes" figure of each measurement checks it).
         sides: dict[str, Side] = {}
         others: dict[str, OtherWork] = {}
-        for name, start in starts.items():
+        servers: dict[str, contextlib.ExitStack] = {}
+
+        def up(name: str) -> Side:
+            """Start ``name``'s server, stopping the one running first (a restart)."""
+            if name in servers:
+                servers.pop(name).close()
+            servers[name] = contextlib.ExitStack()
+            sides[name] = side = servers[name].enter_context(starts[name]())
+            results["sides"][name].update(side.setup)
+            return side
+
+        def stop_all() -> None:
+            for server in servers.values():
+                server.close()
+
+        stack.callback(stop_all)
+        for name in starts:
             entry = results["sides"].setdefault(name, {})
             entry.pop("skipped", None)
             entry.update(load_average_before=os.getloadavg(),
                          busy_processes_before=busy_processes())
             log(f"starting {name}")
-            sides[name] = side = stack.enter_context(start())
-            entry.update(side.setup)
+            up(name)
 
         def done(name: str, key: str, result: dict[str, Any]) -> None:
             entry = results["sides"][name]
@@ -714,16 +745,27 @@ def main(argv: list[str] | None = None) -> int:
             log(f"{name} {key}: {json.dumps(headline(result))}; other processes: "
                 f"{lap['other_cpu_s']:.1f} CPU s in {lap['wall_s']:.1f} s")
 
-        for name, side in sides.items():
-            others[name] = OtherWork(side.pid)
-            asyncio.run(measure(side, work, [n for n in names if n in MEASUREMENTS],
-                                functools.partial(done, name)))
+        def one_at_a_time(wanted: list[str]) -> None:
+            for name, side in sides.items():
+                others[name] = OtherWork(pids_of(side))
+                asyncio.run(measure(side, work, [n for n in names if n in wanted],
+                                    functools.partial(done, name)))
+
+        # The load runs before branch and sweep, as in the earlier one-server-at-a-time runs:
+        # those leave long contexts and 64 busy slots behind in llama-server.
+        one_at_a_time(["idle", "during-long"])
         if "load" in names:
             for name in sides:
-                others[name] = OtherWork(*(s.pid for s in sides.values()))
+                others[name] = OtherWork(lambda: [s.pid for s in sides.values()])
             log("load: " + ", ".join(sides) + " in turn")
-            for name, result in asyncio.run(load(list(sides.values()), work)).items():
+            # llama-server is restarted before each of its rounds: measured here, one started
+            # afresh did 170-180 tok/s at 8 clients on a short prompt, and ~95-125 after some
+            # hundreds of requests with the benchmark's prompts, until restarted. Its best.
+            fresh: dict[str, Callable[[], Side]] = (
+                {LLAMA: functools.partial(up, LLAMA)} if LLAMA in sides else {})
+            for name, result in asyncio.run(load(list(sides.values()), work, fresh)).items():
                 done(name, "load", result)
+        one_at_a_time(["branch", "sweep"])
     log("servers stopped")
     results["busy_processes_end"] = busy_processes()
     save()
