@@ -267,7 +267,7 @@ def _probs(probs: ArrayLike) -> Any:
 # tensors: numpy's argmax is one SIMD pass, torch's (2.x, CPU) is ~25 times slower on a
 # 49,152-token row, and its top-k ~30 times.
 
-BLOCK = 64  # top-k: entries per block whose maximum is compared first
+BLOCK = 64  # top-k: entries per group whose maximum is compared first
 
 
 def row_argmax(x: Any) -> Any:

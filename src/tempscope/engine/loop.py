@@ -753,6 +753,8 @@ def _stats_cpu(logits: torch.Tensor, shown: torch.Tensor, tokens: list[int], k: 
     (``H = log Z - sum(e * x) / Z``), without a (b, V) log-softmax each. Every token's
     statistics cost a few passes over the vocabulary, so this path is kept lean."""
     raw_all, shown_all = logits.numpy(), shown.numpy()
+    ranks = distribution.rank_of(raw_all, np.asarray(tokens)).tolist()  # (b,) numpy
+    alternatives = _alternatives(shown, logits, k).tolist()  # (b, k)
     out: list[_TokenStats] = []
     for row, t in enumerate(tokens):
         raw_e, raw_z, raw_x = _normalised(raw_all[row])
@@ -760,8 +762,8 @@ def _stats_cpu(logits: torch.Tensor, shown: torch.Tensor, tokens: list[int], k: 
         log_raw_z, log_z = math.log(raw_z), math.log(z)
         numbers = [float(raw_x[t]) - log_raw_z, float(x[t]) - log_z,
                    log_z - float(np.dot(e, x)) / z, log_raw_z - float(np.dot(raw_e, raw_x)) / raw_z,
-                   float(np.count_nonzero(raw_x > raw_x[t]) + 1)]
-        ids = _alternative_ids(shown_all[row], raw_all[row], k) if k else []
+                   float(ranks[row])]
+        ids = alternatives[row]
         named_ids = active[row].spec.params.logprob_token_ids or []
         out.append((numbers,
                     [(i, float(raw_e[i]) / raw_z, float(e[i]) / z) for i in ids],
@@ -778,19 +780,6 @@ def _normalised(row: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
     return e, float(e.sum(dtype=np.float64)), x
 
 
-def _alternative_ids(shown: np.ndarray, raw: np.ndarray, k: int) -> list[int]:
-    """The ``k`` tokens to show for one row: those the chain kept (finite in ``shown``),
-    likeliest first, then the ones it removed, in the model's own (``raw``) order (ties: the
-    lower token id first)."""
-    first = distribution.top_ids(shown[None], k)[0]
-    if shown[first[-1]] > -np.inf:
-        return [int(i) for i in first]  # the row kept at least k tokens (the usual case)
-    kept = shown > -np.inf
-    n_kept = min(int(np.count_nonzero(kept)), k)
-    rest = distribution.top_ids(np.where(kept, -np.inf, raw)[None], k - n_kept)[0]
-    return [int(i) for i in first[:n_kept]] + [int(i) for i in rest]
-
-
 def _stats_torch(logits: torch.Tensor, shown: torch.Tensor, tokens: torch.Tensor, k: int,
                  active: list[_Row]) -> list[_TokenStats]:
     """:func:`_step`'s numbers with tensor ops on the model's device (a GPU): the whole batch
@@ -804,7 +793,7 @@ def _stats_torch(logits: torch.Tensor, shown: torch.Tensor, tokens: torch.Tensor
     rank = distribution.rank_of(raw_logp, tokens).to(entropy.device)  # (b,) 1 = the favourite
     numbers = torch.stack([raw_logp.gather(1, chosen)[:, 0], logp.gather(1, chosen)[:, 0],
                            entropy, raw_entropy, rank.to(entropy.dtype)], dim=1).tolist()
-    top_ids = _alternatives(logp, raw_logp, k)  # (b, k)
+    top_ids = _alternatives(shown, logits, k)  # (b, k)
     top_raw = raw_logp.gather(1, top_ids).exp().tolist()
     top_p = p.gather(1, top_ids).tolist()
     out: list[_TokenStats] = []
@@ -839,7 +828,8 @@ class BackendVocab:
 
 def _alternatives(logp: torch.Tensor, raw_logp: torch.Tensor, k: int) -> torch.Tensor:
     """The ``k`` tokens to show per row ``(b, k)``: those the chain kept, likeliest first, then
-    the ones it removed, in the model's own (raw) order (ties: the lower token id first)."""
+    the ones it removed, in the model's own (raw) order (ties: the lower token id first).
+    Logits or log-probabilities alike: only each row's order and its ``-inf`` entries count."""
     if k == 0:
         return torch.empty((logp.shape[0], 0), dtype=torch.long, device=logp.device)
     first_ids: torch.Tensor = distribution.top_ids(logp, k).to(logp.device)  # (b, k)

@@ -46,7 +46,7 @@ from tempscope.study.calibration import (
     score_text,
     summarize,
 )
-from tempscope.study.degeneration import log_time, read_json
+from tempscope.study.degeneration import log_time, read_json, read_study
 
 if TYPE_CHECKING:
     from tempscope.engine.backend import Backend
@@ -325,10 +325,7 @@ def load_calibration(out: str | os.PathLike[str]) -> CalibrationStudy:
     from tempscope.study.grid import read_records
 
     root = Path(out)
-    if not (root / TEXTS_FILE).exists():
-        raise TempscopeError(f"{root} is not a calibration study (no {TEXTS_FILE}): run "
-                             "`tempscope study calibration --out DIR` first")
-    data = read_json(root / TEXTS_FILE)
+    data = read_study(root, TEXTS_FILE, "calibration")
     settings: dict[str, Any] = dict(data["settings"])
     n = len(data["texts"])
     grid, star, nll = _read_scores(root)

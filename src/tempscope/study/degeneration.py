@@ -244,6 +244,15 @@ def log_time(root: Path, seconds: float, **info: Any) -> None:
     path.write_text(json.dumps({"runs": runs}, indent=2) + "\n", encoding="utf-8")
 
 
+def read_study(root: Path, name: str, study: str) -> dict[str, Any]:
+    """The file ``name`` that starts a ``study`` directory (``tempscope study <study>``), read,
+    or a :class:`TempscopeError` that says how to make one."""
+    if not (root / name).exists():
+        raise TempscopeError(f"{root} is not a {study} study (no {name}): run "
+                             f"`tempscope study {study} --out DIR` first")
+    return read_json(root / name)
+
+
 def read_json(path: Path) -> dict[str, Any]:
     """A study file's JSON object, or a :class:`TempscopeError` that says to start over."""
     try:
@@ -313,10 +322,7 @@ def load_study(out: str | os.PathLike[str]) -> tuple[dict[str, Any], list[SetMet
     from tempscope.study.grid import read_manifest, read_records
 
     root = Path(out)
-    if not (root / HUMAN_FILE).exists():
-        raise TempscopeError(f"{root} is not a degeneration study (no {HUMAN_FILE}): run "
-                             "`tempscope study degeneration --out DIR` first")
-    human = read_json(root / HUMAN_FILE)
+    human = read_study(root, HUMAN_FILE, "degeneration")
     settings: dict[str, Any] = dict(human["settings"])
     budget = int(settings["max_new_tokens"])
     refs = human["passages"]
