@@ -95,3 +95,29 @@ def test_what_a_server_cannot_do_is_said_before_any_request() -> None:
     assert gen.describe(Sample(token_ids=[], text="", finish_reason="eos", steps=[])) == {}
     assert gen.stats() is None
     gen.close()
+
+
+def test_both_kinds_of_view_print_through_one_function(tiny: Any,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from tempscope.cli.next_cmd import print_view
+    from tempscope.engine.nexttoken import ViewTable
+    from tempscope.engine.remote.engine import RemoteNextToken, RemoteTemperatureView
+
+    local = LocalGenerator(tiny).next_token("The cat", [0.5, 2], top=3, seed=0)
+    logprobs = [-0.5, -1.5, -2.5]
+    probs = [math.exp(v) for v in logprobs]
+    remote = RemoteNextToken("m", "http://127.0.0.1:9/v1", "The cat", 0, True, 3,
+                             1 - sum(probs), [RemoteTemperatureView(
+                                 1.0, [" mat", " bed", "\n"], logprobs, probs, True,
+                                 0.9, 1)], [], "top-3 approximation")
+    for view in (local, remote):
+        parts = view.text_parts()
+        tables = [p for p in parts if isinstance(p, ViewTable)]
+        assert len(tables) == len(view.results)
+        assert all(len(t.rows) == 3 and all(len(r) == len(t.header) for r in t.rows)
+                   for t in tables)
+        print_view(view)
+        out = capsys.readouterr().out
+        assert all(t.title in out for t in tables)
+        assert out.count("LLM Temperature:") == len(view.results)
+    assert tables[0].highlight == 1 and "␣bed" in out and "\\n" in out  # the remote one

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from typing import TYPE_CHECKING
 
 from tempscope.cli.common import check_output_file, parse_float, parse_seed, print_table
@@ -16,8 +15,7 @@ from tempscope.cli.options import add_sampler_options, params_from_args, sampler
 from tempscope.cli.remote_options import add_remote_options, engine_run, generator_from_args
 
 if TYPE_CHECKING:
-    from tempscope.engine.nexttoken import NextTokenResult, TemperatureResult
-    from tempscope.engine.remote.engine import RemoteNextToken
+    from tempscope.engine.nexttoken import NextTokenView
 
 DEFAULT_TEMPERATURES = ["0.1", "0.5", "1", "5", "10", "100"]
 
@@ -81,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
     else:
-        _print(result)
+        print_view(result)
     if args.plot:
         _plot(result, args.plot)
         if not args.json:
@@ -99,109 +97,21 @@ def _whole(text: str, what: str, *, minimum: int) -> int:
     return value
 
 
-def _t_label(t: float) -> str:
-    return "0 (greedy)" if t == 0 else ("inf (uniform)" if math.isinf(t) else f"{t:g}")
+def print_view(view: NextTokenView) -> None:
+    """Print a next-token view, whichever engine made it: its lines and tables in order."""
+    from tempscope.engine.nexttoken import ViewTable
 
-
-def print_result(result: NextTokenResult, vocab: int) -> None:
-    """Print what ``tempscope next`` prints: per temperature the seed's line, the table and
-    a summary line."""
-    print(f"{result.model}: {len(result.prompt_ids)} prompt tokens, one forward pass, "
-          f"seed {result.seed}")
-    print()
-    for r in result.results:
-        _print_temperature(result, r, vocab)
-
-
-_print_result = print_result  # the name tour_cmd imports
-
-
-def _print_temperature(result: NextTokenResult, r: TemperatureResult, vocab: int) -> None:
-    token = r.sampled.text
-    if not token.isprintable() or "\ufffd" in token:  # a newline or a partial character
-        token = r.sampled.display
-    if result.chat:
-        print(f"LLM Temperature: {r.temperature:g} → {result.prompt!r} → reply starts: {token}")
-    else:
-        print(f"LLM Temperature: {r.temperature:g} → {result.prompt}{token}")
-    rows = [
-        [str(row.rank), str(row.token_id), row.display, f"{row.logit:.4f}",
-         *([] if row.raw_probability is None else [f"{row.raw_probability:.5f}"]),
-         f"{row.probability:.5f}"]
-        for row in r.top
-    ]
-    highlight = next((i for i, row in enumerate(r.top)
-                      if row.token_id == r.sampled.token_id), None)
-    title = f"T = {_t_label(r.temperature)}"
-    header = ["rank", "id", "token", "logit", "probability"]
-    if r.chain is not None:  # samplers ran: raw and processed side by side
-        title += f": {' -> '.join(r.chain)}"
-        header = ["rank", "id", "token", "logit", "raw (T=1)", "processed"]
-    print_table(title, header, rows, highlight=highlight)
-    if r.chain is not None:
-        print(f"{r.kept:,} of {vocab:,} tokens survive")
-    print(f"T={r.temperature:g}: entropy {r.entropy:.4f} nats, effective vocabulary "
-          f"{r.effective_vocab:,.2f} of {vocab:,} tokens, top token {r.top_probability:.5f}, "
-          f"sampled {r.sampled.display!r} (rank {r.sampled.rank}, p={r.sampled.probability:.5f})")
-    print()
-
-
-def print_remote(result: RemoteNextToken) -> None:
-    """What ``tempscope next --endpoint`` prints: the local layout, marked as top-N."""
-    from tempscope.engine.nexttoken import visible
-
-    kind = "raw" if result.logprobs_raw else "processed"
-    scope = "every token's" if result.exact else f"top-{result.top_n}"
-    print(f"{result.model} at {result.endpoint}: one max_tokens=1 request, "
-          f"{scope} {kind} logprobs, seed {result.seed}")
-    print(f"note: {result.note}")
-    if result.sent:
-        print("samplers switched off on the server: "
-              + ", ".join(f"{k}={v:g}" for k, v in result.sent.items()))
-    print()
-    for r in result.results:
-        if result.exact:
-            label = f"exact over all {result.top_n:,} tokens"
+    for part in view.text_parts():
+        if isinstance(part, ViewTable):
+            print_table(part.title, part.header, part.rows, highlight=part.highlight)
         else:
-            label = "exact at T = 1" if r.exact else f"top-{result.top_n} renormalised"
-        print(f"LLM Temperature: {r.temperature:g} → {result.prompt}{r.tokens[r.sampled]}")
-        header = ["rank", "token", "log p (T=1)", "probability"]
-        rows = [[str(i + 1), visible(t), f"{lp:.4f}", f"{p:.5f}"]
-                for i, (t, lp, p) in enumerate(zip(r.tokens, r.logprobs, r.probabilities,
-                                                   strict=True))]
-        if r.processed is not None:  # the server's samplers ran: before and after
-            label += f"; processed: {' -> '.join(result.chain or [])} on the server"
-            header = ["rank", "token", "log p (T=1)", f"T={r.temperature:g} only", "processed"]
-            rows = [[*row, f"{q:.5f}"] for row, q in zip(rows, r.processed, strict=True)]
-        print_table(f"T = {r.temperature:g} ({label})", header, rows, highlight=r.sampled)
-        if r.kept is not None:
-            print(f"{r.kept:,} tokens survive the server's samplers")
-        if result.exact:
-            print(f"T={r.temperature:g}: entropy {r.entropy:.4f} nats (exact, before the "
-                  "samplers)")
-        else:
-            print(f"T={r.temperature:g}: entropy over the top-{result.top_n} {r.entropy:.4f} "
-                  f"nats; outside the top-{result.top_n} at T=1: {result.mass_outside:.5f}")
-        print()
-    if result.not_derived:
-        temps = " ".join(f"{t:g}" for t in result.not_derived)
-        print(f"not derived: T = {temps} (the server's logprobs are not raw)")
+            print(part)
 
 
-def _print(result: NextTokenResult | RemoteNextToken) -> None:
-    """The text output of either kind of view: the whole vocabulary (a local model), or what a
-    server's log-probabilities give (:class:`~tempscope.engine.remote.engine.RemoteNextToken`)."""
-    from tempscope.engine.nexttoken import NextTokenResult
-
-    if isinstance(result, NextTokenResult):
-        print_result(result, int(result.logits.shape[0]))
-    else:
-        print_remote(result)
-
-
-def _plot(result: NextTokenResult | RemoteNextToken, path: str) -> None:
+def _plot(result: NextTokenView, path: str) -> None:
+    from tempscope.engine.nexttoken import temperature_label
     from tempscope.report.plots import Panel, plot_panels
 
     labels, rows = result.across_temperatures()
-    panels = [Panel(f"T = {_t_label(t)}", labels, probs) for t, probs in rows]
+    panels = [Panel(f"T = {temperature_label(t)}", labels, probs) for t, probs in rows]
     plot_panels(panels, path, suptitle=f"next token after {result.prompt!r} ({result.model})")

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"model: {facts.name} on the {model.engine} engine ({facts.device}, {facts.dtype}, "
           f"{facts.parameters / 1e6:.0f}M parameters; --engine torch|llama.cpp to switch)")
     from tempscope.cli.generate_cmd import print_samples, print_trace
-    from tempscope.cli.next_cmd import _print_result
+    from tempscope.cli.next_cmd import print_view
     from tempscope.engine.loop import generate
     from tempscope.engine.nexttoken import next_token
     from tempscope.sampling import SamplingParams
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     _heading(2, f"the next word after {args.prompt!r} at T = {temps}",
              f"tempscope next \"{args.prompt}\" -t {temps} --top {args.top} --seed {args.seed}")
     result = next_token(model, args.prompt, NEXT_TEMPERATURES, top=args.top, seed=args.seed)
-    _print_result(result, model.vocab_size)
+    print_view(result)
 
     gen_temps = " ".join(f"{t:g}" for t in GENERATE_TEMPERATURES)
     _heading(3, f"generation, one token at a time, at T = {gen_temps} (one batch, KV cache)",

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Self, cast
 if TYPE_CHECKING:
     from tempscope.engine.backend import Backend
     from tempscope.engine.loop import Sample, StepEvent
-    from tempscope.engine.nexttoken import NextTokenResult
+    from tempscope.engine.nexttoken import NextTokenResult, NextTokenView
     from tempscope.engine.remote.client import RemoteClient
     from tempscope.engine.remote.engine import RemoteNextToken
     from tempscope.engine.scoring import TextScore
@@ -134,7 +134,7 @@ class Generator(Protocol):
 
     def next_token(self, prompt: str, temperatures: Sequence[float], *, top: int = 10,
                    seed: int | None = None, chat: bool = False,
-                   params: SamplingParams | None = None) -> NextTokenResult | RemoteNextToken:
+                   params: SamplingParams | None = None) -> NextTokenView:
         """The next-token views of ``prompt`` at each temperature: over the whole vocabulary
         locally; from a server, what its log-probabilities give (every token on llama-server,
         the top-N elsewhere)."""

@@ -16,7 +16,7 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -53,6 +53,54 @@ def visible(text: str) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+def temperature_label(t: float) -> str:
+    """``0 (greedy)``, ``inf (uniform)`` or the number, for titles."""
+    return "0 (greedy)" if t == 0 else ("inf (uniform)" if math.isinf(t) else f"{t:g}")
+
+
+@dataclass(frozen=True)
+class ViewTable:
+    """One table of a next-token view, ready to print: ``rows`` are strings, ``highlight`` the
+    index of the sampled token's row (``None``: not among them)."""
+
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    highlight: int | None = None
+
+
+ViewPart = str | ViewTable  # a line of text, or a table
+
+
+class NextTokenView(Protocol):
+    """What a next-token view gives whichever engine made it: a local model's whole-vocabulary
+    :class:`NextTokenResult`, or what a server's log-probabilities give
+    (:class:`~tempscope.engine.remote.engine.RemoteNextToken`). Callers print
+    :meth:`text_parts`, plot :meth:`across_temperatures` and save :meth:`to_dict`."""
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def prompt(self) -> str: ...
+
+    @property
+    def seed(self) -> int: ...
+
+    def text_parts(self) -> list[ViewPart]:
+        """The view as lines and tables, in the order a terminal shows them."""
+        ...
+
+    def across_temperatures(self) -> tuple[list[str], list[tuple[float, list[float]]]]:
+        """The same tokens at every temperature: their labels, and per temperature their
+        probabilities."""
+        ...
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        ...
 
 
 def token_display(model: Backend, token_id: int, text: str) -> str:
@@ -141,6 +189,46 @@ class NextTokenResult:
         ids = [row.token_id for row in coolest.top]
         return ([row.display for row in coolest.top],
                 [(r.temperature, [float(r.probabilities[i]) for i in ids]) for r in self.results])
+
+    def text_parts(self) -> list[ViewPart]:
+        """What ``tempscope next`` prints: per temperature the seed's line, the table and a
+        summary line."""
+        vocab = int(self.logits.shape[0])
+        parts: list[ViewPart] = [f"{self.model}: {len(self.prompt_ids)} prompt tokens, one "
+                                 f"forward pass, seed {self.seed}", ""]
+        for r in self.results:
+            parts += self._temperature_parts(r, vocab)
+        return parts
+
+    def _temperature_parts(self, r: TemperatureResult, vocab: int) -> list[ViewPart]:
+        token = r.sampled.text
+        if not token.isprintable() or "\ufffd" in token:  # a newline or a partial character
+            token = r.sampled.display
+        if self.chat:
+            line = f"LLM Temperature: {r.temperature:g} → {self.prompt!r} → reply starts: {token}"
+        else:
+            line = f"LLM Temperature: {r.temperature:g} → {self.prompt}{token}"
+        rows = [
+            [str(row.rank), str(row.token_id), row.display, f"{row.logit:.4f}",
+             *([] if row.raw_probability is None else [f"{row.raw_probability:.5f}"]),
+             f"{row.probability:.5f}"]
+            for row in r.top
+        ]
+        highlight = next((i for i, row in enumerate(r.top)
+                          if row.token_id == r.sampled.token_id), None)
+        title = f"T = {temperature_label(r.temperature)}"
+        header = ["rank", "id", "token", "logit", "probability"]
+        if r.chain is not None:  # samplers ran: raw and processed side by side
+            title += f": {' -> '.join(r.chain)}"
+            header = ["rank", "id", "token", "logit", "raw (T=1)", "processed"]
+        parts: list[ViewPart] = [line, ViewTable(title, header, rows, highlight)]
+        if r.chain is not None:
+            parts.append(f"{r.kept:,} of {vocab:,} tokens survive")
+        parts += [f"T={r.temperature:g}: entropy {r.entropy:.4f} nats, effective vocabulary "
+                  f"{r.effective_vocab:,.2f} of {vocab:,} tokens, top token "
+                  f"{r.top_probability:.5f}, sampled {r.sampled.display!r} (rank "
+                  f"{r.sampled.rank}, p={r.sampled.probability:.5f})", ""]
+        return parts
 
     def to_dict(self, *, full: bool = False) -> dict[str, Any]:
         """JSON-ready; ``full=True`` adds each temperature's whole distribution."""

@@ -41,6 +41,7 @@ from tempscope.sampling.registry import KNOBS
 
 if TYPE_CHECKING:
     from tempscope.engine.loop import FinishReason
+    from tempscope.engine.nexttoken import ViewPart
     from tempscope.sampling import SamplingParams
 
 __all__ = [
@@ -423,6 +424,53 @@ class RemoteNextToken:
         k = min(len(r.tokens) for r in self.results)
         return ([visible(t) for t in self.results[0].tokens[:k]],
                 [(r.temperature, r.probabilities[:k]) for r in self.results])
+
+    def text_parts(self) -> list[ViewPart]:
+        """What ``tempscope next --endpoint`` prints: the local layout, marked as exact over
+        the whole vocabulary or as a top-N approximation."""
+        from tempscope.engine.nexttoken import ViewTable, visible
+
+        kind = "raw" if self.logprobs_raw else "processed"
+        scope = "every token's" if self.exact else f"top-{self.top_n}"
+        parts: list[ViewPart] = [f"{self.model} at {self.endpoint}: one max_tokens=1 request, "
+                                 f"{scope} {kind} logprobs, seed {self.seed}",
+                                 f"note: {self.note}"]
+        if self.sent:
+            parts.append("samplers switched off on the server: "
+                         + ", ".join(f"{k}={v:g}" for k, v in self.sent.items()))
+        parts.append("")
+        for r in self.results:
+            if self.exact:
+                label = f"exact over all {self.top_n:,} tokens"
+            else:
+                label = "exact at T = 1" if r.exact else f"top-{self.top_n} renormalised"
+            parts.append(f"LLM Temperature: {r.temperature:g} → {self.prompt}"
+                         f"{r.tokens[r.sampled]}")
+            header = ["rank", "token", "log p (T=1)", "probability"]
+            rows = [[str(i + 1), visible(t), f"{lp:.4f}", f"{p:.5f}"]
+                    for i, (t, lp, p) in enumerate(zip(r.tokens, r.logprobs, r.probabilities,
+                                                       strict=True))]
+            if r.processed is not None:  # the server's samplers ran: before and after
+                label += f"; processed: {' -> '.join(self.chain or [])} on the server"
+                header = ["rank", "token", "log p (T=1)", f"T={r.temperature:g} only",
+                          "processed"]
+                rows = [[*row, f"{q:.5f}"] for row, q in zip(rows, r.processed, strict=True)]
+            parts.append(ViewTable(f"T = {r.temperature:g} ({label})", header, rows,
+                                   r.sampled))
+            if r.kept is not None:
+                parts.append(f"{r.kept:,} tokens survive the server's samplers")
+            if self.exact:
+                parts.append(f"T={r.temperature:g}: entropy {r.entropy:.4f} nats (exact, "
+                             "before the samplers)")
+            else:
+                parts.append(f"T={r.temperature:g}: entropy over the top-{self.top_n} "
+                             f"{r.entropy:.4f} nats; outside the top-{self.top_n} at T=1: "
+                             f"{self.mass_outside:.5f}")
+            parts.append("")
+        if self.not_derived:
+            temps = " ".join(f"{t:g}" for t in self.not_derived)
+            parts.append(f"not derived: T = {temps} (the server's logprobs are not raw)")
+        return parts
 
     def to_dict(self) -> dict[str, Any]:
         d = {"model": self.model, "endpoint": self.endpoint, "prompt": self.prompt,
