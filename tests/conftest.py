@@ -15,6 +15,9 @@ from tests.tiny_gguf import write_tiny_gguf
 from tests.tiny_model import save_tiny
 
 ROOT = Path(__file__).resolve().parent.parent
+# The cache the user runs with (the `models` fixture points TEMPSCOPE_CACHE at a temporary
+# one for the session); None = the default, ~/.cache/tempscope.
+USER_CACHE = os.environ.get("TEMPSCOPE_CACHE")
 HAVE_LLAMA = importlib.util.find_spec("llama_cpp") is not None
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"

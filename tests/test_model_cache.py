@@ -101,6 +101,24 @@ def test_changed_gguf_gets_a_new_entry(fake_gguf: tuple[Path, list[Path]]) -> No
     assert new != old and len(calls) == 2
 
 
+def test_the_same_file_installed_again_finds_its_entry(
+        fake_gguf: tuple[Path, list[Path]]) -> None:
+    """A reinstall (a new virtual environment, a fresh clone) writes the same bytes at another
+    time, often at another path: the entry is keyed by the contents, so it is found again."""
+    import os
+
+    gguf, calls = fake_gguf
+    old = load_model(str(gguf)).cache_path
+    again = gguf.parent / "venv2" / gguf.name
+    again.parent.mkdir()
+    again.write_bytes(gguf.read_bytes())
+    os.utime(again, (1_000_000_000, 1_000_000_000))
+    found = load_model(str(again))
+    assert found.cache_path == old and not found.converted and len(calls) == 1
+    gguf.write_bytes(gguf.read_bytes()[:-1] + b"!")  # same size and name, one byte changed
+    assert load_model(str(gguf)).cache_path != old and len(calls) == 2
+
+
 def test_failed_conversion_leaves_no_entry(
     fake_gguf: tuple[Path, list[Path]], monkeypatch: pytest.MonkeyPatch
 ) -> None:

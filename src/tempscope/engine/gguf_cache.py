@@ -3,11 +3,13 @@
 transformers dequantizes a GGUF file on every load (~30 s for the embedded model), so the first
 load saves the float32 weights (safetensors) and the tokenizer in a user cache folder: in
 order ``$TEMPSCOPE_CACHE``, ``$XDG_CACHE_HOME/tempscope``, ``~/.cache/tempscope``. Each GGUF
-file gets ``models/<stem>-<key>/``, where ``key`` hashes its name, size and modification time,
-so a changed file gets a new entry. An entry is written in a temporary sibling folder and
-renamed into place, and is used only when its completion marker lists every file at the size
-written and the weights load; a partial or corrupt entry is removed and rebuilt. When the
-cache cannot be written (read-only or full disk) the model still loads, slowly, with a warning.
+file gets ``models/<stem>-<key>/``, where ``key`` hashes its name and its contents (SHA-256:
+~0.1 s for the embedded model), so a changed file gets a new entry and the same file installed
+again (a new virtual environment, a fresh clone) finds the one it had. An entry is written in
+a temporary sibling folder and renamed into place, and is used only when its completion
+marker lists every file at the size written and the weights load; a partial or corrupt entry
+is removed and rebuilt. When the cache cannot be written (read-only or full disk) the model
+still loads, slowly, with a warning.
 """
 
 from __future__ import annotations
@@ -46,8 +48,9 @@ def cache_root() -> Path:
 
 def cache_entry(gguf: Path) -> Path:
     """The cache folder for the converted weights of ``gguf`` (it may not exist yet)."""
-    st = gguf.stat()
-    ident = f"{gguf.name}\0{st.st_size}\0{st.st_mtime_ns}\0{CACHE_FORMAT}"
+    with gguf.open("rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    ident = f"{gguf.name}\0{digest}\0{CACHE_FORMAT}"
     key = hashlib.sha256(ident.encode()).hexdigest()[:16]
     return cache_root() / "models" / f"{gguf.stem}-{key}"
 
