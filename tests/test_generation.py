@@ -340,3 +340,26 @@ def test_step_numbers_on_the_cpu_path_match_the_tensor_path(tiny: LoadedModel) -
             [x for _, *xs in named2 for x in xs], abs=1e-6)
     assert [p for _, _, p in cpu[0][1]][3:] == [0.0, 0.0]  # top-k 3: 2 removed ones follow
     assert len(cpu[0][2]) == 2
+
+
+def test_rows_that_ask_for_no_numbers_get_the_same_tokens(tiny: LoadedModel) -> None:
+    """``numbers=False`` (a client that asked for no log-probs) skips the step numbers, alone
+    and beside rows that want them, and changes no token."""
+    import math
+
+    params = [SamplingParams(temperature=1.1, top_p=0.9), SamplingParams(temperature=0.8)]
+
+    def rows(numbers: list[bool]) -> list[RowSpec]:
+        return [RowSpec(prompt_ids=[65, 66, 67], params=p, seed=7 + i, max_new_tokens=6,
+                        numbers=n) for i, (p, n) in enumerate(zip(params, numbers, strict=True))]
+
+    full = generate_rows(tiny, rows([True, True]))
+    mixed = generate_rows(tiny, rows([False, True]))
+    (lean,) = generate_rows(tiny, rows([False, True])[:1])
+    assert [r.token_ids for r in mixed] == [r.token_ids for r in full]
+    assert lean.token_ids == full[0].token_ids and lean.text == full[0].text
+    for event in lean.steps + mixed[0].steps:
+        assert math.isnan(event.raw_logprob) and math.isnan(event.entropy)
+        assert event.top == [] and event.raw_rank == 0
+    assert [(e.raw_logprob, e.raw_rank, [a.token_id for a in e.top]) for e in mixed[1].steps] \
+        == [(e.raw_logprob, e.raw_rank, [a.token_id for a in e.top]) for e in full[1].steps]

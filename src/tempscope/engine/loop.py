@@ -112,6 +112,9 @@ class RowSpec:
     stop: list[str] = field(default_factory=list)  # strings that end the row (not included)
     stop_at_newline: bool = False
     ignore_eos: bool = False  # keep going past end-of-sequence tokens (benchmarks)
+    numbers: bool = True  # each step's log-probs, entropies and alternatives; False: the
+    # token and its text only, numbers NaN (a client that asked for none: no passes over the
+    # vocabulary beyond the sampler's own)
 
 
 @dataclass
@@ -719,10 +722,22 @@ def _step(model: Backend, sampler: BatchSampler, logits: torch.Tensor, active: l
     sampler.accept(tokens)
     k = min(top_alternatives, logits.shape[-1])
     token_list = tokens.tolist()
-    if logits.device.type == "cpu":
-        stats = _stats_cpu(logits, shown, token_list, k, active)
-    else:
-        stats = _stats_torch(logits, shown, tokens, k, active)
+    wanted = [i for i, s in enumerate(active) if s.spec.numbers]
+    stats: list[_TokenStats] = [_NO_STATS] * len(active)
+    if wanted:
+        full = len(wanted) == len(active)
+        pick = None if full else torch.tensor(wanted, dtype=torch.long, device=logits.device)
+        some_logits = logits if pick is None else logits[pick]
+        some_shown = shown if pick is None else shown[pick]
+        some_active = active if full else [active[i] for i in wanted]
+        if logits.device.type == "cpu":
+            found = _stats_cpu(some_logits, some_shown, [token_list[i] for i in wanted], k,
+                               some_active)
+        else:
+            found = _stats_torch(some_logits, some_shown,
+                                 tokens if pick is None else tokens[pick], k, some_active)
+        for i, row_stats in zip(wanted, found, strict=True):
+            stats[i] = row_stats
     for s, token_id, (numbers, top, named) in zip(active, token_list, stats, strict=True):
         delta = s.add(token_id)
         raw_lp, lp, ent, raw_ent, raw_rank = numbers
@@ -744,6 +759,7 @@ def _step(model: Backend, sampler: BatchSampler, logits: torch.Tensor, active: l
 # chosen token, the alternatives and the named tokens as (id, raw prob, prob).
 _TokenStats = tuple[list[float], list[tuple[int, float, float]],
                     list[tuple[int, float, float]]]
+_NO_STATS: _TokenStats = ([math.nan] * 4 + [0.0], [], [])  # a row that asked for none
 
 
 def _stats_cpu(logits: torch.Tensor, shown: torch.Tensor, tokens: list[int], k: int,

@@ -69,7 +69,7 @@ def _plan(st: ServerState, body: CompletionRequest | ChatCompletionRequest,
         convert.check_lengths(model, limits, ids, max_tokens, param=prompt_param)
     convert.check_request_prompts(encoded, limits)
     rows = [RowSpec(prompt_ids=ids, params=params, seed=derive_seed(body.seed, i),
-                    max_new_tokens=max_tokens, stop=stops)
+                    max_new_tokens=max_tokens, stop=stops, numbers=want_logprobs)
             for ids in encoded for i in range(body.n)]
     return _Plan(rows, sum(len(ids) for ids in encoded), k, want_logprobs,
                  body.logprobs_mode == "raw")
