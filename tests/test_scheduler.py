@@ -392,3 +392,31 @@ def test_the_batched_torch_layout_runs_requests_that_arrive_together_together(
 
     asyncio.run(main())
     assert sessions == [3, 1]
+
+
+def test_the_engine_memory_is_made_before_the_first_request(tiny_gguf: Any) -> None:
+    """llama.cpp: the batcher makes the context its sessions use when it starts, so the first
+    request does not wait for it (~1 s for 64 rows on the embedded model), and keeps it."""
+    from tests.conftest import HAVE_LLAMA
+
+    if not HAVE_LLAMA:
+        pytest.skip("llama-cpp-python is not installed")
+    from tempscope.engine.loader import load_model
+
+    model = load_model(str(tiny_gguf), engine="llama.cpp")
+    assert model._ctx is None
+
+    async def main() -> None:
+        batcher = Batcher(model, max_rows=8)
+        batcher.start()
+        for _ in range(500):
+            if model._ctx is not None:
+                break
+            await asyncio.sleep(0.01)
+        made = model._ctx
+        assert made is not None and model._shape[0] > 8  # a stream per row, and the spare
+        _, done = await drain(batcher.submit([spec([5, 6], 1, tokens=3)] * 2))
+        await batcher.stop()
+        assert done.results is not None and model._ctx is made  # not made again
+
+    asyncio.run(main())

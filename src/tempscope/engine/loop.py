@@ -408,6 +408,13 @@ class Decoder:
         self.decode_steps = 0  # backend calls that decoded a token for every live row
         self.prefill_chunks = 0
 
+    def warm(self) -> None:
+        """Make the engine's session memory now, at the shape the first session will ask for
+        (llama.cpp: a context with a KV stream per row, ~1 s for 64 rows), so the first
+        request does not wait for it; an engine keeps it while later sessions fit."""
+        if self._session is None and not self.busy and getattr(self.model, "joinable", False):
+            self.model.open_session([], rows=self._rows, tokens=self._tokens).close()
+
     # ----------------------------------------------------------------------- admission
 
     def check(self, specs: Sequence[RowSpec], indices: Sequence[int]) -> list[_Row]:

@@ -191,6 +191,11 @@ class Batcher:
 
         decoder: Decoder | None = None
         with torch.inference_mode():
+            try:
+                decoder = self._decoder()
+                decoder.warm()  # the first request need not wait for the engine's memory
+            except Exception:  # the first request opens it again, and says what failed
+                decoder = None
             while not self._stop.is_set():
                 if decoder is None:
                     decoder = self._decoder()

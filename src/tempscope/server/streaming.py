@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 async def next_item(job: Job, request: Request) -> tuple[int, StepEvent] | Done:
     """The job's next queue item; a client that disconnects meanwhile cancels the job."""
+    if not job.queue.empty():  # a step's events arrive together: no timer, no task per item
+        return job.queue.get_nowait()
     while True:
         try:
             return await asyncio.wait_for(job.queue.get(), timeout=0.25)
