@@ -503,15 +503,18 @@ def llama_slots(work: Workload) -> tuple[int, int]:
 
 
 @contextlib.contextmanager
-def llama_server(binary: Path, work: Workload, logs: Path) -> Iterator[Side]:
+def llama_server(binary: Path, work: Workload, logs: Path, *, extra: tuple[str, ...] = (),
+                 name: str = LLAMA) -> Iterator[Side]:
     """llama.cpp's ``llama-server`` on the same GGUF, ``THREADS`` threads, at its best for
-    the load (:func:`llama_slots`), every default sampler switched off."""
+    the load (:func:`llama_slots`), every default sampler switched off; ``extra`` arguments
+    (e.g. ``-fa off``) go at the end of its command line, and the side is called ``name``."""
     url = f"http://127.0.0.1:{free_port()}"
     slots, per_slot = llama_slots(work)
     command = [str(binary), "-m", str(embedded_gguf_path()), "--host", "127.0.0.1", "--port",
                url.rsplit(":", 1)[1], "-t", str(THREADS), "-tb", str(THREADS), "-np",
-               str(slots), "-c", str(slots * per_slot), "--no-webui"]
-    with running(command, None, url + "/health", logs / "llama-server.log", 120) as proc:
+               str(slots), "-c", str(slots * per_slot), "--no-webui", *extra]
+    log_name = name.replace(" ", "_") + ".log"
+    with running(command, None, url + "/health", logs / log_name, 120) as proc:
         props = httpx.get(url + "/props", timeout=10).json()
         model = httpx.get(url + "/v1/models", timeout=10).json()["data"][0]["id"]
         sent, ignored = llama_server_fields(SamplingParams(temperature=1.0), server_info(props))
@@ -519,7 +522,7 @@ def llama_server(binary: Path, work: Workload, logs: Path) -> Iterator[Side]:
             raise RuntimeError(f"llama-server cannot switch off {ignored}: not neutral")
         fields = {"model": model, "temperature": 1.0, **sent}
         kept = ("build_info", "total_slots", "model_path", "default_generation_settings")
-        yield Side(LLAMA, url, fields, work.eos_bias, prompt_cache=True, pid=proc.pid, setup={
+        yield Side(name, url, fields, work.eos_bias, prompt_cache=True, pid=proc.pid, setup={
             "command": command, "slots": slots, "ctx_per_slot": per_slot,
             "request_fields": fields, "eos_bias": work.eos_bias,
             "cache_prompt": "false, except in the branch measurement",
