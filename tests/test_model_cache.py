@@ -157,23 +157,6 @@ def test_bad_gguf_file_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Monk
     assert list((tmp_path / "cache" / "models").iterdir()) == []
 
 
-@pytest.mark.slow
-def test_embedded_model_converts_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TEMPSCOPE_CACHE", str(tmp_path))
-    first = load_model()
-    assert first.converted and first.source == "embedded"
-    calls: list[Path] = []
-    monkeypatch.setattr(gguf_cache, "convert_gguf", lambda src, out: calls.append(src))
-    second = load_model()
-    assert not second.converted and calls == []
-    assert second.facts.parameters == 134_515_008 and second.facts.vocab_size == 49_152
-    ids = torch.tensor([second.encode("The cat slept on the")])
-    with torch.inference_mode():
-        a = first.model(input_ids=ids).logits[0, -1]
-        b = second.model(input_ids=ids).logits[0, -1]
-    assert torch.equal(a, b)
-
-
 def test_real_gguf_converts_once_and_matches(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
