@@ -149,13 +149,43 @@ def test_settings_left_off_are_sent_switched_off(server: LiveServer) -> None:
 
 
 def test_nothing_listening_is_a_clear_error() -> None:
+    """A server that never answered: a refused connection is retried FIRST_CONTACT_RETRIES
+    times, not max_retries (a wrong port fails in about a second, not ~15 s)."""
     c = client(f"http://127.0.0.1:{free_port()}/v1", model="m")
-    with pytest.raises(RemoteError, match=r"unreachable after 4 tries.*is the server running"):
+    with pytest.raises(RemoteError, match=r"unreachable after 3 tries.*is the server running"):
         remote_generate(c, "x", SamplingParams(), max_new_tokens=1)
     proc = run_cli("next", "x", "--endpoint", f"http://127.0.0.1:{free_port()}/v1",
                    "--remote-model", "m")
     assert proc.returncode == 2 and "unreachable" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_server_that_answered_before_gets_every_retry() -> None:
+    """Once the server has answered, a refused connection (a restart) gets all max_retries."""
+    import http.server
+    import threading
+
+    class Models(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps({"object": "list", "data": [{"id": "m"}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Models)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    c = client(f"http://127.0.0.1:{httpd.server_address[1]}/v1")
+    assert c.models() == ["m"]
+    httpd.shutdown()
+    httpd.server_close()
+    with pytest.raises(RemoteError, match=r"unreachable after 4 tries"):
+        c.models()
+    assert c.stats.retries == 3
 
 
 def test_cli_next_and_generate(server: LiveServer, tmp_path: Path) -> None:

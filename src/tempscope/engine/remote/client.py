@@ -59,6 +59,10 @@ NEUTRAL_FIELDS: Mapping[str, Any] = MappingProxyType(
 # The other spelling of "off" for a server that refuses the first (vLLM before 0.8: top_k -1).
 _NEUTRAL_FALLBACK: Mapping[str, Any] = MappingProxyType({"top_k": -1})
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+# Retries of a refused connection before the server has ever answered: a wrong port or a
+# server not started fails in about a second, not after the whole backoff (~15 s); once it
+# has answered, a refused connection (a restart) gets every retry.
+FIRST_CONTACT_RETRIES = 2
 
 
 class RemoteError(TempscopeError):
@@ -94,7 +98,9 @@ class RemoteClient:
         api_key: sent as ``Authorization: Bearer``; default ``$OPENAI_API_KEY``.
         model: model name to request; default the first of ``GET /models``.
         concurrency: most requests in flight at once (>= 1).
-        max_retries: retries per request on 429/5xx/timeouts (>= 0).
+        max_retries: retries per request on 429/5xx/timeouts and dropped or refused
+            connections (>= 0); a refused connection before the server has ever answered is
+            retried at most :data:`FIRST_CONTACT_RETRIES` times.
         timeout: seconds per request.
         backoff: first retry delay in seconds; doubles each retry, with jitter.
         logprobs_raw: the caller asserts the server's logprobs are raw (T = 1, no samplers),
@@ -132,6 +138,7 @@ class RemoteClient:
         self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
         self.concurrency = concurrency
         self.max_retries = max_retries
+        self._answered = False  # the server has sent a response (any status)
         self.backoff = backoff
         self.stats = RemoteStats()
         self._model = model
@@ -330,12 +337,16 @@ class RemoteClient:
                 response = self._http.request(method, path, **kwargs)
             except (httpx.TimeoutException, httpx.TransportError) as exc:
                 reason = type(exc).__name__
-                if attempt >= self.max_retries:
+                limit = self.max_retries
+                if isinstance(exc, httpx.ConnectError) and not self._answered:
+                    limit = min(limit, FIRST_CONTACT_RETRIES)
+                if attempt >= limit:
                     raise RemoteError(
                         f"{self.base_url} unreachable after {attempt + 1} tries ({reason}): is "
                         "the server running, and is the URL right (it usually ends in /v1)?"
                     ) from None
             else:
+                self._answered = True
                 if response.status_code < 400:
                     data: dict[str, Any] = response.json()
                     return data
