@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import threading
 from collections.abc import Callable, Sequence
@@ -189,13 +190,13 @@ class Batcher:
         """The worker thread: admit, step, route; sleep while there is nothing to do."""
         import torch
 
-        decoder: Decoder | None = None
+        first = self._decoder()
+        decoder: Decoder | None = first
         with torch.inference_mode():
-            try:
-                decoder = self._decoder()
-                decoder.warm()  # the first request need not wait for the engine's memory
-            except Exception:  # the first request opens it again, and says what failed
-                decoder = None
+            # The first request need not wait for the engine's memory; should making it fail,
+            # the first request's session makes it again and reports what failed.
+            with contextlib.suppress(Exception):
+                first.warm()
             while not self._stop.is_set():
                 if decoder is None:
                     decoder = self._decoder()
