@@ -98,7 +98,8 @@ class Batcher:
     Args:
         model: the loaded model every job runs on.
         window_s: when the session is idle, how long to wait after a job arrives for others
-            sent at the same moment (they then share the first prefill).
+            sent at the same moment (they then share the first prefill); 0 = start at once
+            (the server's default: a job arriving a moment later joins at the next step).
         max_rows: most rows live or prefilling at once; a job is never split (one larger
             than this runs when nothing else does).
         max_queued_rows: rows allowed to wait; :meth:`submit` raises :class:`BatcherBusy`
@@ -109,7 +110,7 @@ class Batcher:
             ..., rows=..., tokens=..., on_decode=...)``); a stand-in can be given in tests.
     """
 
-    def __init__(self, model: Backend, *, window_s: float = 0.005, max_rows: int = 64,
+    def __init__(self, model: Backend, *, window_s: float = 0.0, max_rows: int = 64,
                  max_queued_rows: int = 1024, max_prompt_tokens: int | None = None,
                  make_decoder: MakeDecoder | None = None) -> None:
         if make_decoder is None:

@@ -32,8 +32,11 @@ class ServerLimits:
     max_temperatures: int = 16  # most temperatures in one /v1/distribution call
     max_top: int = 200  # longest top-N table in /v1/distribution
     max_batch_rows: int = 64  # most rows decoding (or prefilling) at once, every request's
-    batch_window_ms: float = 5.0  # when idle, how long the scheduler waits for requests sent
-    # at the same moment (they then share the first prefill)
+    batch_window_ms: float = 0.0  # when idle, how long the scheduler waits for requests sent
+    # at the same moment to share the first prefill. 0: a request that finds the server idle
+    # starts at once, as in llama-server and vLLM (one arriving a moment later joins at the
+    # next step); any wait here is added to the first token of every request that finds the
+    # server idle
     max_queued_rows: int = 1024  # rows waiting before new requests get a 503
     body_timeout_s: float = 30.0  # a client that sends no body bytes for this long gets a 408
     header_timeout_s: float = 10.0  # request headers not complete after this long: closed
