@@ -407,8 +407,11 @@ class LlamaCppModel:
                         f"llama_decode failed (code {code}): the KV cache is full or the "
                         "input is invalid; use fewer rows or shorter prompts")
                 if wanted:
-                    ptr = lib.llama_get_logits(ctx.ctx)
-                    outs.append(np.ctypeslib.as_array(ptr, shape=(wanted, self._n_vocab)).copy())
+                    # One memmove out of llama.cpp's buffer (the next decode overwrites it);
+                    # np.ctypeslib.as_array would build ctypes array types on every call.
+                    out = np.empty((wanted, self._n_vocab), np.float32)
+                    ctypes.memmove(out.ctypes.data, lib.llama_get_logits(ctx.ctx), out.nbytes)
+                    outs.append(out)
             finally:
                 lib.llama_batch_free(batch)
         if not outs:

@@ -246,9 +246,9 @@ class BatchSampler:
         t = tokens.to(device=self.device, dtype=torch.int64).reshape(-1)
         if t.numel() != len(self):
             raise ValueError(f"accept got {t.numel()} tokens for {len(self)} rows")
-        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= self.vocab_size):
-            raise ValueError(f"accept: token ids must be in [0, {self.vocab_size}), got "
-                             f"{t.tolist()}")
+        ids = t.tolist()  # one copy off the device, checked and kept in the history
+        if ids and (min(ids) < 0 or max(ids) >= self.vocab_size):
+            raise ValueError(f"accept: token ids must be in [0, {self.vocab_size}), got {ids}")
         if self._stateful:
             if self._last is not None:
                 lp = torch.log_softmax(self._last, dim=-1).gather(-1, t[:, None])[:, 0]
@@ -261,7 +261,7 @@ class BatchSampler:
                     accept = getattr(stage, "accept", None)
                     if accept is not None:
                         accept(rows, lps)
-        self.history.append(self.slots, t.tolist())
+        self.history.append(self.slots, ids)
         self._last = None
 
     def reset(self) -> None:
@@ -342,11 +342,12 @@ def _check_logits(logits: Tensor, rows: int, vocab_size: int) -> Tensor:
         raise ValueError(f"logits must be ({rows}, {vocab_size}), got {tuple(logits.shape)}")
     x = logits.float() if logits.dtype != torch.float32 else logits
     # One pass: a row's maximum is NaN if any entry is NaN, +inf if any is +inf, and -inf
-    # only when the whole row is.
-    top = x.amax(dim=-1)  # (B,)
-    if not bool((top < math.inf).all()):  # False for NaN and +inf
+    # only when the whole row is. Checked in Python on the (B,) maxima: one copy off the
+    # device instead of a few small tensor ops and two syncs (every step pays this).
+    top = x.amax(dim=-1).tolist()  # (B,)
+    if not all(t < math.inf for t in top):  # False for NaN and +inf
         raise ValueError("logits must be finite or -inf (a masked token); got NaN or +inf")
-    if bool((top == -math.inf).any()):
+    if -math.inf in top:
         raise ValueError("every logit in a row is -inf: at least one token must stay possible")
     return x
 

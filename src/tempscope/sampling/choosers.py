@@ -41,7 +41,7 @@ def inverse_cdf(logits: Tensor, u: Tensor) -> Tensor:
         u: ``(B,)`` uniforms in ``[0, 1)``.
     """
     # Unnormalised float32 weights suffice: the target is u times each row's total.
-    weights = torch.exp(logits - logits.amax(dim=-1, keepdim=True))  # (B, V), max entry 1
+    weights = (logits - logits.amax(dim=-1, keepdim=True)).exp_()  # (B, V), max entry 1
     out: Tensor = distribution.inverse_cdf(weights, u)
     return out
 
