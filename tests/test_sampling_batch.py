@@ -211,6 +211,16 @@ def test_process_rejects_bad_logits() -> None:
         BatchSampler([SamplingParams(logit_bias={7: 1.0})], vocab_size=4)
     with pytest.raises(ValueError, match=r"token ids must be in \[0, 4\), got \[9\]"):
         s.accept(torch.tensor([9]))
+    with pytest.raises(ValueError, match=r"token ids must be in \[0, 4\), got \[-1\]"):
+        s.accept(torch.tensor([-1]))
+    two = BatchSampler([SamplingParams(), SamplingParams()], vocab_size=4)
+    fine = [0.0, 1.0, -math.inf, 2.0]
+    with pytest.raises(ValueError, match=r"NaN or \+inf"):  # only the second row is bad
+        two.process(torch.tensor([fine, [0.0, math.inf, 0.0, 0.0]]))
+    with pytest.raises(ValueError, match="every logit in a row is -inf"):
+        two.process(torch.tensor([fine, [-math.inf] * 4]))
+    with pytest.raises(ValueError, match=r"got \[1, 4\]"):
+        two.accept(torch.tensor([1, 4]))
     with pytest.raises(ValueError, match="token ids must be in"):
         BatchSampler([SamplingParams(presence_penalty=1)], vocab_size=4, prompt_ids=[[4]])
 
