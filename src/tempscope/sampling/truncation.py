@@ -217,8 +217,13 @@ class Typical(RowSampler):
 
     def apply(self, logits: Tensor) -> Tensor:
         mass = column(self.mass, logits)  # (B, 1)
-        lp = torch.log_softmax(logits, dim=-1)  # (B, V)
-        h = entropy_of(logits)  # (B, 1)
+        # Ranked in float64: two logits one float32 step apart (Hypothesis found 0 and
+        # 1.2e-7) are that close in -log p and H too, so in float32 their order flipped with
+        # an ulp of log Z, and log Z rounds differently over V tokens than over the top-k
+        # candidates alone (how BatchSampler runs the stages after a small top-k).
+        x = logits.double()
+        lp = torch.log_softmax(x, dim=-1)  # (B, V)
+        h = entropy_of(x)  # (B, 1)
         distance = torch.where(torch.isfinite(lp), (-lp - h).abs(), math.inf)  # (B, V)
         ranked, order = distance.sort(dim=-1)  # most typical first
         cum = lp.exp().gather(-1, order).cumsum(dim=-1)  # (B, V)
