@@ -72,7 +72,10 @@ def test_no_fast_path_when_a_row_keeps_everything_or_a_penalty_follows() -> None
         return BatchSampler(rows, vocab_size=V).groups[0].compact_at
 
     assert at([SamplingParams(top_k=40, top_p=0.9)] * 2) is not None
-    assert at([SamplingParams(top_k=40), SamplingParams(top_p=0.9)]) is None  # k = V row
+    # A row that keeps every token beside one that does not: decided per row (the k = V row
+    # runs on all V, see test_a_row_is_processed_the_same_beside_any_other_k).
+    assert at([SamplingParams(top_k=40), SamplingParams(top_p=0.9)]) is not None
+    assert at([SamplingParams(top_p=0.9)] * 2) is None  # no row has a k
     # greedy rows run the filters after temperature too (llama.cpp's order rule): on candidates
     assert at([SamplingParams(top_k=40, temperature=0)]) is not None
     assert at([SamplingParams(top_k=V // 2)]) is None  # k not small next to V
@@ -96,3 +99,35 @@ def test_top_k_candidates_keep_ties_in_token_order() -> None:
     assert TopK(5).candidates(few)[1].shape == (2, 6)
     kept = TopK(torch.tensor([2, 1])).apply(values)
     assert torch.isfinite(kept).tolist() == [[True] * 4, [True, False, False, False]]
+
+
+@pytest.mark.parametrize("chain", CHAINS, ids=lambda c: "-".join(sorted(c)))
+def test_a_row_is_processed_the_same_beside_any_other_k(chain: dict[str, Any]) -> None:
+    """The seed promise inside the chain: a row's candidates are its own (its k, its ties),
+    so its processed logits and tokens are the same to the bit alone and beside rows whose k
+    is larger (a wider candidate set), smaller, or keeps all V. Before, one neighbour's
+    larger k widened every row's candidates, and a sum over more columns (dynamic temperature
+    after top-k) moved a row's logits by up to 3e-6."""
+    x = _logits(0)
+    target = SamplingParams(**{**chain, "temperature_last": True})
+    alone = _run_rows([target], x[:1], seeds=[11], steps=3)
+    for other_k in (1, 7, 900, V):  # narrower, wider, too wide to compact, every token
+        other = SamplingParams(**{**chain, "temperature_last": True, "top_k": other_k})
+        for rows, at in (([target, other], 0), ([other, target, other], 1)):
+            xs = torch.cat([x[1:2] if r is other else x[:1] for r in rows])
+            seeds = [11 if r is target else 5 + i for i, r in enumerate(rows)]
+            both = _run_rows(rows, xs, seeds=seeds, steps=3)
+            for a, b in zip(alone, both, strict=True):
+                assert torch.equal(a[0], b[at]), (other_k, at)
+
+
+def _run_rows(rows: list[SamplingParams], x: torch.Tensor, *, seeds: list[int],
+              steps: int) -> list[torch.Tensor]:
+    s = BatchSampler(rows, vocab_size=V, seeds=seeds)
+    out = []
+    for _ in range(steps):
+        processed = s.process(x)
+        tokens = s.choose(processed)
+        s.accept(tokens)
+        out += [processed, tokens]
+    return out

@@ -202,23 +202,45 @@ class BatchSampler:
     def _run_on_candidates(self, x: Tensor, group: _Group, at: int) -> tuple[Tensor, Tensor]:
         """Top-k and every later stage on each row's k candidates only, scattered back.
 
-        The same answer as running them on all ``V`` tokens: the candidates are the k best
-        plus anything tied with the k-th (what top-k keeps), kept in token-id order so ties
-        and "first maximum" rules see the same order; the later stages are all ``local``.
+        What running them on all ``V`` tokens gives (the same survivors; values within
+        float32 rounding): the candidates are the k best plus anything tied with the k-th (what
+        top-k keeps), kept in token-id order so ties and "first maximum" rules see the same
+        order; the later stages are all ``local``.
+
+        A row's candidates are its own (:meth:`TopK.widths`: its k, its ties), never widened
+        for a neighbour with a larger k: the later stages' sums then run over the same values
+        alone and in any batch, so a row's processed logits are the same to the bit (a
+        neighbour's wider set would add masked columns, and float32 sums over another length
+        round differently). Rows with the same width run together; a row whose k is not small
+        next to ``V`` runs on all ``V`` tokens, as it would alone.
         """
-        values, ids = group.stages[at].candidates(x)  # type: ignore[attr-defined]
-        shown = None
-        for stage in group.stages[at:]:
-            reshape = getattr(stage, "reshape", None)
-            if reshape is not None:
-                shown = reshape(values)
-            values = stage.apply(values)
-        if group.index is None:
-            self._candidates = (values, ids)
-        out = torch.full_like(x, -math.inf).scatter_(-1, ids, values)  # (B, V)
-        if shown is None:
-            return out, out
-        return out, torch.full_like(x, -math.inf).scatter_(-1, ids, shown)
+        stages = group.stages[at:]
+        v = x.shape[-1]
+        widths, taken = stages[0].candidates_and_widths(x)  # type: ignore[attr-defined]
+        buckets: dict[int, list[int]] = {}
+        for row, width in enumerate(widths):
+            buckets.setdefault(width if width * _COMPACT_SHARE <= v else v, []).append(row)
+        if len(buckets) == 1:
+            (width, _), = buckets.items()
+            out, shown, candidates = _run_stages(
+                stages, x, width, taken if taken[0].shape[-1] == width else None)
+            if group.index is None and candidates is not None:
+                self._candidates = (out, candidates)  # choose draws from these k
+            if candidates is not None:
+                out = torch.full_like(x, -math.inf).scatter_(-1, candidates, out)
+                shown = torch.full_like(x, -math.inf).scatter_(-1, candidates, shown)
+            return out, shown
+        out, shown = torch.full_like(x, -math.inf), torch.full_like(x, -math.inf)
+        for width, rows in buckets.items():
+            index = torch.tensor(rows, dtype=torch.long, device=x.device)
+            part, part_shown, candidates = _run_stages([s.select(index) for s in stages],
+                                                       x[index], width)
+            if candidates is not None:
+                part = torch.full_like(x[index], -math.inf).scatter_(-1, candidates, part)
+                part_shown = torch.full_like(x[index], -math.inf).scatter_(
+                    -1, candidates, part_shown)
+            out[index], shown[index] = part, part_shown
+        return out, shown
 
     def choose(self, processed: Tensor) -> Tensor:
         """``(B,)`` int64 tokens: greedy rows take the argmax, others one seeded draw each.
@@ -316,16 +338,38 @@ class _Group:
 
 
 def _compact_after(stages: list[Sampler], vocab_size: int) -> int | None:
-    """Index of a top-k stage after which the chain may run on the k candidates alone: every
-    row's k is small next to ``V`` and every later stage is ``local``."""
+    """Index of a top-k stage after which the chain may run on each row's candidates alone:
+    every later stage is ``local``. Which rows do is decided per row, at each step, by the
+    row's own k (:meth:`BatchSampler._run_on_candidates`); a k that keeps every token
+    (``>= V``) in every row leaves nothing to compact."""
     for n, stage in enumerate(stages):
         if hasattr(stage, "candidates"):
             later_local = all(getattr(s, "local", False) for s in stages[n + 1:])
             k: Any = getattr(stage, "k", None)
-            if later_local and k is not None and int(k.max()) * _COMPACT_SHARE <= vocab_size:
+            if later_local and k is not None and int(k.min()) * _COMPACT_SHARE <= vocab_size:
                 return n
             return None
     return None
+
+
+def _run_stages(stages: list[Sampler], x: Tensor, width: int,
+                taken: tuple[Tensor, Tensor] | None = None
+                ) -> tuple[Tensor, Tensor, Tensor | None]:
+    """``stages`` on ``x`` ``(b, V)``, on each row's ``width`` best tokens when ``width`` is
+    below ``V`` (``taken``: those candidates, already gathered): ``(out, shown, ids)``,
+    ``out`` and ``shown`` ``(b, width)`` on the candidate ids ``ids`` (``None``: on all
+    ``V``)."""
+    ids = None
+    if width < x.shape[-1]:
+        x, ids = taken if taken is not None else stages[0].candidates(  # type: ignore[attr-defined]
+            x, width)
+    shown = None
+    for stage in stages:
+        reshape = getattr(stage, "reshape", None)
+        if reshape is not None:  # it draws the token itself: keep what it drew from
+            shown = reshape(x)
+        x = stage.apply(x)
+    return x, x if shown is None else shown, ids
 
 
 def _generator(device: torch.device, seed: int | None) -> torch.Generator:

@@ -93,35 +93,60 @@ class TopK(RowSampler):
         kth = top.gather(-1, k - 1)  # (B, 1) the k-th largest logit
         return keep_only(logits, (logits >= kth) | everything)
 
-    def candidates(self, logits: Tensor) -> tuple[Tensor, Tensor]:
-        """The tokens ``apply`` may keep, gathered: per row its k best and every token tied
-        with the k-th, padded to the widest row with the next best (which ``apply`` on the
-        candidates then removes).
+    def widths(self, logits: Tensor) -> list[int]:
+        """Each row's candidate count, from that row alone (so the same in any batch): its k
+        best plus one spare (which ``apply`` on the candidates removes), or, when tokens tied
+        with its k-th run past that, every token ``>=`` its k-th; at most ``V``."""
+        return self._widths(logits)[0]
+
+    def _widths(self, logits: Tensor) -> tuple[list[int], tuple[Tensor, Tensor]]:
+        """:meth:`widths`, and the ``topk`` it took (the widest plain width) for reuse."""
+        v = logits.shape[-1]
+        k = self._k(logits).clamp(max=v)  # (B, 1)
+        m = (k + 1).clamp(max=v)  # (B, 1) one spare column shows whether ties run past k
+        found = logits.topk(int(m.max()), dim=-1)
+        top = found.values  # (B, max m), largest first
+        kth = top.gather(-1, k - 1)  # (B, 1)
+        # A row whose k-th is -inf has fewer finite tokens than k: all of them are in already.
+        cut = kth.masked_fill(kth == -math.inf, math.inf)  # (B, 1)
+        tied = (m < v) & (top.gather(-1, m - 1) >= cut)  # ties with the k-th go further
+        if not bool(tied.any()):
+            return m[:, 0].tolist(), (found.values, found.indices)
+        count = torch.count_nonzero(logits >= cut, dim=-1).unsqueeze(-1)  # (B, 1)
+        return torch.where(tied, count, m)[:, 0].tolist(), (found.values, found.indices)
+
+    def candidates(self, logits: Tensor, width: int | None = None) -> tuple[Tensor, Tensor]:
+        """The tokens ``apply`` may keep, gathered: each row's ``width`` best (default: the
+        widest of :meth:`widths`, enough for every row's k and its ties).
 
         Args:
             logits: ``(B, V)``.
+            width: candidates per row, at least every row's :meth:`widths`.
 
         Returns:
-            ``(values, ids)``, each ``(B, m)`` with ``m`` >= every row's k (clamped to ``V``),
-            ordered by token id, so ``apply(values)`` scattered back to ``ids`` equals
-            ``apply(logits)``.
+            ``(values, ids)``, each ``(B, width)``, ordered by token id, so ``apply(values)``
+            scattered back to ``ids`` equals ``apply(logits)``.
         """
-        v = logits.shape[-1]
-        k = self._k(logits).clamp(max=v)  # (B, 1)
-        m = min(int(k.max()) + 1, v)  # one spare column shows whether ties run past k
-        values, ids = logits.topk(m, dim=-1)  # (B, m), largest first
-        kth = values.gather(-1, k - 1)  # (B, 1)
-        # A row whose k-th is -inf has fewer finite tokens than k: all of them are in already.
-        cut = kth.masked_fill(kth == -math.inf, math.inf)  # (B, 1)
-        if m < v and bool((values[:, -1:] >= cut).any()):  # ties with a k-th go further
-            widest = int(torch.count_nonzero(logits >= cut, dim=-1).max())
-            values, ids = logits.topk(widest, dim=-1)
-        ids, order = ids.sort(dim=-1)  # token-id order: "first maximum" rules see V's order
-        return values.gather(-1, order), ids
+        if width is None:
+            width = max(self.widths(logits))
+        values, ids = logits.topk(width, dim=-1)  # (B, width), largest first
+        return _in_id_order(values, ids)
+
+    def candidates_and_widths(self, logits: Tensor) -> tuple[list[int], tuple[Tensor, Tensor]]:
+        """:meth:`widths`, and the candidates of the widest plain width (``k + 1``) taken on
+        the way, in token-id order: when every row has that width they are every row's."""
+        widths, (values, ids) = self._widths(logits)
+        return widths, _in_id_order(values, ids)
 
     def __repr__(self) -> str:
         return f"TopK({self.k.tolist()}{min_keep_repr(self.min_keep)})"
 
+
+
+def _in_id_order(values: Tensor, ids: Tensor) -> tuple[Tensor, Tensor]:
+    """``topk`` output reordered by token id: "first maximum" rules see V's order."""
+    ids, order = ids.sort(dim=-1)
+    return values.gather(-1, order), ids
 
 class TopP(RowSampler):
     """Nucleus: keep the smallest set of most likely tokens whose mass is ``>= p``.
