@@ -227,8 +227,10 @@ class BatchSampler:
             if group.index is None and candidates is not None:
                 self._candidates = (out, candidates)  # choose draws from these k
             if candidates is not None:
+                same = shown is out  # no stage reshaped what the token is drawn from
                 out = torch.full_like(x, -math.inf).scatter_(-1, candidates, out)
-                shown = torch.full_like(x, -math.inf).scatter_(-1, candidates, shown)
+                shown = out if same else torch.full_like(x, -math.inf).scatter_(
+                    -1, candidates, shown)
             return out, shown
         out, shown = torch.full_like(x, -math.inf), torch.full_like(x, -math.inf)
         for width, rows in buckets.items():
