@@ -35,8 +35,10 @@ CHAINS = [
 ]
 
 
-def _run(rows: list[SamplingParams], x: torch.Tensor, steps: int) -> list[torch.Tensor]:
-    s = BatchSampler(rows, vocab_size=V, seeds=range(B))
+def _run(rows: list[SamplingParams], x: torch.Tensor, steps: int,
+         seeds: list[int] | None = None) -> list[torch.Tensor]:
+    """Each step's processed logits and tokens; row i seeded i unless ``seeds``."""
+    s = BatchSampler(rows, vocab_size=V, seeds=seeds or list(range(len(rows))))
     out = []
     for _ in range(steps):
         processed = s.process(x)
@@ -110,24 +112,12 @@ def test_a_row_is_processed_the_same_beside_any_other_k(chain: dict[str, Any]) -
     after top-k) moved a row's logits by up to 3e-6."""
     x = _logits(0)
     target = SamplingParams(**{**chain, "temperature_last": True})
-    alone = _run_rows([target], x[:1], seeds=[11], steps=3)
+    alone = _run([target], x[:1], steps=3, seeds=[11])
     for other_k in (1, 7, 900, V):  # narrower, wider, too wide to compact, every token
         other = SamplingParams(**{**chain, "temperature_last": True, "top_k": other_k})
         for rows, at in (([target, other], 0), ([other, target, other], 1)):
             xs = torch.cat([x[1:2] if r is other else x[:1] for r in rows])
             seeds = [11 if r is target else 5 + i for i, r in enumerate(rows)]
-            both = _run_rows(rows, xs, seeds=seeds, steps=3)
+            both = _run(rows, xs, steps=3, seeds=seeds)
             for a, b in zip(alone, both, strict=True):
                 assert torch.equal(a[0], b[at]), (other_k, at)
-
-
-def _run_rows(rows: list[SamplingParams], x: torch.Tensor, *, seeds: list[int],
-              steps: int) -> list[torch.Tensor]:
-    s = BatchSampler(rows, vocab_size=V, seeds=seeds)
-    out = []
-    for _ in range(steps):
-        processed = s.process(x)
-        tokens = s.choose(processed)
-        s.accept(tokens)
-        out += [processed, tokens]
-    return out
