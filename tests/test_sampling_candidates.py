@@ -37,14 +37,15 @@ CHAINS = [
 
 def _run(rows: list[SamplingParams], x: torch.Tensor, steps: int,
          seeds: list[int] | None = None) -> list[torch.Tensor]:
-    """Each step's processed logits and tokens; row i seeded i unless ``seeds``."""
+    """Each step's processed logits, what the token was drawn from, and the tokens; row i
+    seeded i unless ``seeds``."""
     s = BatchSampler(rows, vocab_size=V, seeds=seeds or list(range(len(rows))))
     out = []
     for _ in range(steps):
         processed = s.process(x)
         tokens = s.choose(processed)
         s.accept(tokens)
-        out += [processed, tokens]
+        out += [processed, s.distribution, tokens]  # distribution: what it was drawn from
     return out
 
 
@@ -103,7 +104,8 @@ def test_top_k_candidates_keep_ties_in_token_order() -> None:
     assert torch.isfinite(kept).tolist() == [[True] * 4, [True, False, False, False]]
 
 
-@pytest.mark.parametrize("chain", CHAINS, ids=lambda c: "-".join(sorted(c)))
+@pytest.mark.parametrize("chain", [*CHAINS, dict(temperature=1.0, top_k=50, adaptive_target=0.4)],
+                         ids=lambda c: "-".join(sorted(c)))
 def test_a_row_is_processed_the_same_beside_any_other_k(chain: dict[str, Any]) -> None:
     """The seed promise inside the chain: a row's candidates are its own (its k, its ties),
     so its processed logits and tokens are the same to the bit alone and beside rows whose k

@@ -235,8 +235,10 @@ class BatchSampler:
         out, shown = torch.full_like(x, -math.inf), torch.full_like(x, -math.inf)
         for width, rows in buckets.items():
             index = torch.tensor(rows, dtype=torch.long, device=x.device)
-            part, part_shown, candidates = _run_stages([s.select(index) for s in stages],
-                                                       x[index], width)
+            selected = [s.select(index) for s in stages]
+            part, part_shown, candidates = _run_stages(selected, x[index], width)
+            for stage, part_stage in zip(stages, selected, strict=True):
+                _write_back(stage, part_stage, index)
             if candidates is not None:
                 part = torch.full_like(x[index], -math.inf).scatter_(-1, candidates, part)
                 part_shown = torch.full_like(x[index], -math.inf).scatter_(
@@ -372,6 +374,19 @@ def _run_stages(stages: list[Sampler], x: Tensor, width: int,
             shown = reshape(x)
         x = stage.apply(x)
     return x, x if shown is None else shown, ids
+
+
+def _write_back(stage: Sampler, part: Sampler, index: Tensor) -> None:
+    """What ``part`` (``stage.select(index)``) learned in ``apply`` (adaptive-p's pending
+    draw), put back into ``stage``'s rows ``index`` for its ``accept``."""
+    if not hasattr(stage, "accept"):
+        return
+    for attr in getattr(stage, "row_attrs", ()):
+        old, new = getattr(stage, attr), getattr(part, attr)
+        if isinstance(old, Tensor) and old.ndim >= 1 and isinstance(new, Tensor):
+            merged = old.clone()
+            merged[index.to(old.device)] = new.to(device=old.device, dtype=old.dtype)
+            setattr(stage, attr, merged)
 
 
 def _generator(device: torch.device, seed: int | None) -> torch.Generator:

@@ -142,11 +142,11 @@ class TopK(RowSampler):
         return f"TopK({self.k.tolist()}{min_keep_repr(self.min_keep)})"
 
 
-
 def _in_id_order(values: Tensor, ids: Tensor) -> tuple[Tensor, Tensor]:
     """``topk`` output reordered by token id: "first maximum" rules see V's order."""
     ids, order = ids.sort(dim=-1)
     return values.gather(-1, order), ids
+
 
 class TopP(RowSampler):
     """Nucleus: keep the smallest set of most likely tokens whose mass is ``>= p``.
