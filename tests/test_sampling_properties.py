@@ -18,14 +18,19 @@ unit = st.floats(0.0, 1.0)
 open_unit = st.floats(1e-6, 1.0)
 
 
+WIDE = 64  # a vocabulary on which a top-k of 16 or fewer runs the chain on candidates
+SMALL_K = st.integers(1, 20)
+
+
 @st.composite
-def sampling_params(draw: st.DrawFn, vocab: int = 12) -> SamplingParams:
+def sampling_params(draw: st.DrawFn, vocab: int = 12,
+                    top_k: st.SearchStrategy[int] = SMALL_K) -> SamplingParams:
     def maybe(strategy: st.SearchStrategy[object]) -> object:
         return draw(st.none() | strategy)
 
     fields: dict[str, object] = {
         "temperature": maybe(st.sampled_from([0.0, 1e-6, 0.3, 1.0, 1.7, 1e6])),
-        "top_k": maybe(st.integers(1, 20)),
+        "top_k": maybe(top_k),
         "top_p": maybe(open_unit),
         "min_p": maybe(unit),
         "typical_p": maybe(open_unit),
@@ -51,7 +56,7 @@ def sampling_params(draw: st.DrawFn, vocab: int = 12) -> SamplingParams:
         fields["edt_n"] = maybe(st.floats(0.1, 1))
     if draw(st.booleans()):
         fields["order"] = draw(st.permutations(list(DEFAULT_ORDER)))
-    return SamplingParams(**fields)  # type: ignore[arg-type]
+    return SamplingParams(**fields)
 
 
 def pad(values: list[float], vocab: int = 12) -> torch.Tensor:
@@ -141,15 +146,30 @@ def test_per_row_parameters_match_rows_alone(rows: list[list[float]],
     """Each row of a mixed batch is processed exactly as it would be on its own, to the bit
     (batch invariance: a seeded row's tokens must not depend on its company), and draws the
     same token from the same seed."""
+    _rows_match_alone(rows, params, vocab=12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(logit, min_size=8, max_size=64), min_size=2, max_size=4),
+       st.lists(sampling_params(vocab=WIDE, top_k=st.integers(1, 40)), min_size=2, max_size=4))
+def test_rows_match_alone_where_top_k_runs_on_candidates(rows: list[list[float]],
+                                                          params: list[SamplingParams]) -> None:
+    """The same on a vocabulary where a small top-k makes the chain run on each row's
+    candidates only (k <= V / 4) and rows of one batch have other k: a row's candidates are
+    its own whatever its neighbours' k."""
+    _rows_match_alone(rows, params, vocab=WIDE)
+
+
+def _rows_match_alone(rows: list[list[float]], params: list[SamplingParams], vocab: int) -> None:
     n = min(len(rows), len(params))
-    x = torch.stack([pad(r) for r in rows[:n]])
+    x = torch.stack([pad(r, vocab) for r in rows[:n]])
     history = [[i, 2 * i] for i in range(n)]
-    batch = BatchSampler(params[:n], vocab_size=12, prompt_ids=history,
+    batch = BatchSampler(params[:n], vocab_size=vocab, prompt_ids=history,
                          seeds=list(range(n)))
     together = batch.process(x)
     chosen = batch.choose(together)
     for i in range(n):
-        alone = BatchSampler([params[i]], vocab_size=12, prompt_ids=[history[i]], seeds=[i])
+        alone = BatchSampler([params[i]], vocab_size=vocab, prompt_ids=[history[i]], seeds=[i])
         mine = alone.process(x[i : i + 1])
         assert torch.equal(together[i : i + 1], mine), (params[i], together[i], mine)
         assert int(alone.choose(mine)) == int(chosen[i])
