@@ -189,15 +189,12 @@ class BatchSampler:
         return self._shown
 
     def _run(self, x: Tensor, group: _Group) -> tuple[Tensor, Tensor]:
-        shown = None
-        for n, stage in enumerate(group.stages):
-            if n == group.compact_at:
-                return self._run_on_candidates(x, group, n)
-            reshape = getattr(stage, "reshape", None)
-            if reshape is not None:  # it draws the token itself: keep what it drew from
-                shown = reshape(x)
-            x = stage.apply(x)
-        return x, x if shown is None else shown
+        at = group.compact_at
+        if at is None:
+            out, shown, _ = _run_stages(group.stages, x, x.shape[-1])
+            return out, shown
+        x, _, _ = _run_stages(group.stages[:at], x, x.shape[-1])
+        return self._run_on_candidates(x, group, at)
 
     def _run_on_candidates(self, x: Tensor, group: _Group, at: int) -> tuple[Tensor, Tensor]:
         """Top-k and every later stage on each row's k candidates only, scattered back.
@@ -207,10 +204,10 @@ class BatchSampler:
         top-k keeps), kept in token-id order so ties and "first maximum" rules see the same
         order; the later stages are all ``local``.
 
-        A row's candidates are its own (:meth:`TopK.widths`: its k, its ties), never widened
-        for a neighbour with a larger k: the later stages' sums then run over the same values
-        alone and in any batch, so a row's processed logits are the same to the bit (a
-        neighbour's wider set would add masked columns, and float32 sums over another length
+        A row's candidates are its own (:meth:`TopK.candidates_and_widths`: its k, its ties),
+        never widened for a neighbour with a larger k: the later stages' sums then run over the
+        same values alone and in any batch, so a row's processed logits are the same to the bit
+        (a neighbour's wider set would add masked columns, and float32 sums over another length
         round differently). Rows with the same width run together; a row whose k is not small
         next to ``V`` runs on all ``V`` tokens, as it would alone.
         """
@@ -224,26 +221,16 @@ class BatchSampler:
             (width, _), = buckets.items()
             out, shown, candidates = _run_stages(
                 stages, x, width, taken if taken[0].shape[-1] == width else None)
-            if group.index is None and candidates is not None:
-                self._candidates = (out, candidates)  # choose draws from these k
-            if candidates is not None:
-                same = shown is out  # no stage reshaped what the token is drawn from
-                out = torch.full_like(x, -math.inf).scatter_(-1, candidates, out)
-                shown = out if same else torch.full_like(x, -math.inf).scatter_(
-                    -1, candidates, shown)
+            if group.index is None:
+                self._candidates = candidates  # choose draws from these k
             return out, shown
-        out, shown = torch.full_like(x, -math.inf), torch.full_like(x, -math.inf)
+        out, shown = torch.empty_like(x), torch.empty_like(x)  # every row is in one bucket
         for width, rows in buckets.items():
             index = torch.tensor(rows, dtype=torch.long, device=x.device)
             selected = [s.select(index) for s in stages]
-            part, part_shown, candidates = _run_stages(selected, x[index], width)
-            for stage, part_stage in zip(stages, selected, strict=True):
-                _write_back(stage, part_stage, index)
-            if candidates is not None:
-                part = torch.full_like(x[index], -math.inf).scatter_(-1, candidates, part)
-                part_shown = torch.full_like(x[index], -math.inf).scatter_(
-                    -1, candidates, part_shown)
-            out[index], shown[index] = part, part_shown
+            out[index], shown[index], _ = _run_stages(selected, x[index], width)
+            for stage, part in zip(stages, selected, strict=True):
+                _write_back(stage, part, index)
         return out, shown
 
     def choose(self, processed: Tensor) -> Tensor:
@@ -358,12 +345,13 @@ def _compact_after(stages: list[Sampler], vocab_size: int) -> int | None:
 
 def _run_stages(stages: list[Sampler], x: Tensor, width: int,
                 taken: tuple[Tensor, Tensor] | None = None
-                ) -> tuple[Tensor, Tensor, Tensor | None]:
-    """``stages`` on ``x`` ``(b, V)``, on each row's ``width`` best tokens when ``width`` is
-    below ``V`` (``taken``: those candidates, already gathered): ``(out, shown, ids)``,
-    ``out`` and ``shown`` ``(b, width)`` on the candidate ids ``ids`` (``None``: on all
-    ``V``)."""
-    ids = None
+                ) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]:
+    """``stages`` on ``x`` ``(b, V)``: ``(out, shown, candidates)``, ``out`` the processed
+    logits and ``shown`` what the token is drawn from (``out`` unless a stage reshaped it),
+    both ``(b, V)``. When ``width`` is below ``V`` the stages run on each row's ``width``
+    best tokens (``taken``: those, already gathered) and ``candidates`` holds the processed
+    ``(values, ids)`` there; else it is ``None``."""
+    full, ids = x, None
     if width < x.shape[-1]:
         x, ids = taken if taken is not None else stages[0].candidates(  # type: ignore[attr-defined]
             x, width)
@@ -373,7 +361,12 @@ def _run_stages(stages: list[Sampler], x: Tensor, width: int,
         if reshape is not None:  # it draws the token itself: keep what it drew from
             shown = reshape(x)
         x = stage.apply(x)
-    return x, x if shown is None else shown, ids
+    if ids is None:
+        return x, x if shown is None else shown, None
+    out = torch.full_like(full, -math.inf).scatter_(-1, ids, x)
+    if shown is not None:
+        shown = torch.full_like(full, -math.inf).scatter_(-1, ids, shown)
+    return out, out if shown is None else shown, (x, ids)
 
 
 def _write_back(stage: Sampler, part: Sampler, index: Tensor) -> None:

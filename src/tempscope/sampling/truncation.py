@@ -93,14 +93,11 @@ class TopK(RowSampler):
         kth = top.gather(-1, k - 1)  # (B, 1) the k-th largest logit
         return keep_only(logits, (logits >= kth) | everything)
 
-    def widths(self, logits: Tensor) -> list[int]:
+    def _widths(self, logits: Tensor) -> tuple[list[int], tuple[Tensor, Tensor]]:
         """Each row's candidate count, from that row alone (so the same in any batch): its k
         best plus one spare (which ``apply`` on the candidates removes), or, when tokens tied
-        with its k-th run past that, every token ``>=`` its k-th; at most ``V``."""
-        return self._widths(logits)[0]
-
-    def _widths(self, logits: Tensor) -> tuple[list[int], tuple[Tensor, Tensor]]:
-        """:meth:`widths`, and the ``topk`` it took (the widest plain width) for reuse."""
+        with its k-th run past that, every token ``>=`` its k-th; at most ``V``. And the
+        ``topk`` taken on the way (the widest plain width), for reuse."""
         v = logits.shape[-1]
         k = self._k(logits).clamp(max=v)  # (B, 1)
         m = (k + 1).clamp(max=v)  # (B, 1) one spare column shows whether ties run past k
@@ -117,24 +114,25 @@ class TopK(RowSampler):
 
     def candidates(self, logits: Tensor, width: int | None = None) -> tuple[Tensor, Tensor]:
         """The tokens ``apply`` may keep, gathered: each row's ``width`` best (default: the
-        widest of :meth:`widths`, enough for every row's k and its ties).
+        widest of :meth:`candidates_and_widths`' widths, enough for every row's k and ties).
 
         Args:
             logits: ``(B, V)``.
-            width: candidates per row, at least every row's :meth:`widths`.
+            width: candidates per row, at least every row's width.
 
         Returns:
             ``(values, ids)``, each ``(B, width)``, ordered by token id, so ``apply(values)``
             scattered back to ``ids`` equals ``apply(logits)``.
         """
         if width is None:
-            width = max(self.widths(logits))
+            width = max(self._widths(logits)[0])
         values, ids = logits.topk(width, dim=-1)  # (B, width), largest first
         return _in_id_order(values, ids)
 
     def candidates_and_widths(self, logits: Tensor) -> tuple[list[int], tuple[Tensor, Tensor]]:
-        """:meth:`widths`, and the candidates of the widest plain width (``k + 1``) taken on
-        the way, in token-id order: when every row has that width they are every row's."""
+        """Each row's candidate count (its own k and ties, so the same in any batch), and the
+        candidates of the widest plain width (``k + 1``) taken on the way, in token-id order:
+        when every row has that width they are every row's."""
         widths, (values, ids) = self._widths(logits)
         return widths, _in_id_order(values, ids)
 
