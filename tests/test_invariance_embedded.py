@@ -90,6 +90,38 @@ def test_two_and_four_prompt_sweeps_and_a_resume_agree(models: dict[str, Backend
 
 
 @pytest.mark.skipif(not HAVE_LLAMA, reason="llama-cpp-python is not installed")
+def test_a_rows_logits_do_not_move_with_its_neighbours_context_length(
+        models: dict[str, Backend]) -> None:
+    """llama.cpp attends over the KV cells of the longest stream in a step, padded (to 128
+    cells in tempscope's build, 256 in the stock one): a row alone under 128 cells, then past
+    them, must give the same logits bit for bit as beside a 300-token row, where every step
+    attends over 384 or more cells."""
+    model = models["llama.cpp"]
+    target = model.encode(" ".join(["The cat slept on the mat."] * 17))
+    long = model.encode(" ".join(["Once upon a time there was a river."] * 34))
+    assert len(target) < 128 - 8 and 300 < len(long) < 384, (len(target), len(long))
+    forced = model.encode(" and then it woke up and walked to the door to see")[:16]
+
+    def trace(prompts: list[list[int]]) -> list[Any]:
+        session = model.open_session(prompts, budget=len(forced) + 1)
+        try:
+            out = [session.logits[0].clone()]
+            for token in forced:
+                tokens = session.logits.argmax(-1)
+                tokens[0] = token
+                out.append(session.step(tokens)[0].clone())
+        finally:
+            session.close()
+        return out
+
+    alone = trace([target])
+    beside = trace([target, long])
+    assert len(target) + len(forced) > 128  # the row alone crosses a padding step
+    for step, (a, b) in enumerate(zip(alone, beside, strict=True)):
+        assert (a == b).all(), f"step {step}: {(a - b).abs().max()} apart"
+
+
+@pytest.mark.skipif(not HAVE_LLAMA, reason="llama-cpp-python is not installed")
 def test_a_sweep_killed_at_a_random_moment_resumes_to_the_same_samples(tmp_path: Path) -> None:
     """SIGKILL at a random moment of a real `tempscope sweep`, rerun it: every sample equals
     an uninterrupted run's (2 prompts a batch: the resumed batches are other compositions)."""
