@@ -14,14 +14,16 @@ fields) and ``bench/serve.md`` (the table, with the issue's goals).
 - load: 1, 8 and 32 concurrent streaming clients, each sending 64-token completions back to
   back (1 x 4, 8 x 4, 32 x 2 requests): generated tokens / wall time (goal >= 0.9x llama-server
   at each), time to first token p50 / p99 (goal at 32 clients: p99 <= 1.5x llama-server's).
-  Each load level runs in 3 rounds that alternate between the servers (tempscope, llama-server,
-  tempscope, ...): a shared 2-core virtual machine drifts by +-15 % within minutes, so
-  measuring one server after the other put the drift into the ratio (0.74x and 0.85x at 1
-  client on two days with the same code). llama-server is restarted before each of its rounds
-  (and warmed up by one untimed request): a fresh one did 170-180 tok/s at 8 clients, one that
-  had served a few hundred of these requests 95-125 tok/s until it was restarted (its slots'
-  state; measured 2026-12-05), so a fresh one is its best. The table gives tokens / wall time
-  over all rounds; the JSON keeps each round's, and the ratio of each round pair.
+  Each load level runs in 3 rounds (the 1-client level in 9: its rounds take ~2 s each, and
+  three of them gave 0.78x, 1.12x and 0.78x in one run) that alternate between the servers
+  (tempscope, llama-server, tempscope, ...): a shared 2-core virtual machine drifts by +-15 %
+  within minutes, so measuring one server after the other put the drift into the ratio (0.74x
+  and 0.85x at 1 client on two days with the same code). llama-server is restarted before each
+  of its rounds (and warmed up by one untimed request): a fresh one did 170-180 tok/s at 8
+  clients, one that had served a few hundred of these requests 95-125 tok/s until it was
+  restarted (its slots' state; measured 2026-12-05), so a fresh one is its best. The table
+  gives tokens / wall time over all rounds; the JSON keeps each round's, and the ratio of each
+  round pair.
 - branch: the lab's "branch from token N" (``/v1/lab/continue`` sends the text so far plus the
   chosen tokens) at a 1,500-token context, as plain ``/v1/completions`` with token-id prompts:
   a 1-token completion of the context (so its KV could be kept), then the context plus 4 tokens,
@@ -106,6 +108,7 @@ class Sizes:
     loads: tuple[tuple[int, int], ...] = ((1, 4), (8, 4), (32, 2))  # (clients, requests each)
     load_tokens: int = 64
     load_rounds: int = 3  # rounds per load level, alternating between the servers
+    one_client_rounds: int = 9  # the 1-client level's: its rounds are short (~2 s), drift is not
     branch_context: int = 1500  # tokens before the branch point
     branch_tokens: int = 4  # tokens the branch adds
     branch_runs: int = 3  # contexts, each new
@@ -115,8 +118,8 @@ class Sizes:
 
 
 QUICK = Sizes(idle_runs=2, long_tokens=96, long_lead=8, short_runs=2, short_gap_s=0.1,
-              loads=((1, 2), (8, 1), (32, 1)), load_tokens=8, load_rounds=1, branch_context=256,
-              branch_runs=1, sweep_rows=16, sweep_prompts=4, sweep_tokens=8)
+              loads=((1, 2), (8, 1), (32, 1)), load_tokens=8, load_rounds=1, one_client_rounds=1,
+              branch_context=256, branch_runs=1, sweep_rows=16, sweep_prompts=4, sweep_tokens=8)
 
 
 @dataclass(frozen=True)
@@ -299,7 +302,8 @@ async def load(sides: list[Side], work: Workload,
             out[side.name]["warm_up_s"] = warm.total_s
         for clients, each in work.sizes.loads:
             rounds: dict[str, list[tuple[float, list[Reply]]]] = {s.name: [] for s in sides}
-            for r in range(work.sizes.load_rounds):
+            n_rounds = work.sizes.one_client_rounds if clients == 1 else work.sizes.load_rounds
+            for r in range(n_rounds):
                 for i, side in enumerate(sides):
                     if side.name in fresh:
                         sides[i] = side = await asyncio.to_thread(fresh[side.name])
