@@ -123,7 +123,7 @@ def main() -> int:
               file=sys.stderr)
         return 1
     # The branch contexts (distinct token ids, no shared prefix) give the long prompts.
-    sizes = replace(serve.Sizes(), loads=((1, 4),), load_rounds=3,
+    sizes = replace(serve.Sizes(), loads=((1, 4),),
                     branch_context=LONG_CONTEXT, branch_tokens=0, branch_runs=2)
     work = serve.workload(sizes)
     kernel_ms = kernel()
@@ -144,7 +144,8 @@ def main() -> int:
         "tempscope_over_llama_server_fa_off": tok_s[serve.TEMPSCOPE] / tok_s[NO_FA],
         "llama_server_fa_off_over_default": tok_s[NO_FA] / tok_s[serve.LLAMA],
         "ttft_p50_s": {name: r["1"]["ttft_p50_s"] for name, r in result.items()},
-        "requests": "1 client x 4 x 64 tokens, 3 rounds alternating between the servers",
+        "requests": (f"1 client x 4 x {sizes.load_tokens} tokens, {sizes.one_client_rounds} "
+                     "rounds alternating between the servers"),
         "long_context": {
             "prompt_tokens": LONG_CONTEXT, "max_tokens": sizes.load_tokens,
             "requests": f"1 client x 2, {LONG_ROUNDS} rounds alternating between the servers",
