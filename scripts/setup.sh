@@ -25,20 +25,33 @@ if [ -z "${TEMPSCOPE_NO_LLAMA:-}" ]; then
     #   order for one row than for several, so a row's logits would change with the number of
     #   rows decoding beside it (ggml's own kernels compute every output element the same
     #   way at any batch size: batch invariance, docs/engines.md).
-    # and one line of llama.cpp patched (scripts/llama-cpp-kv-pad.patch): a sequence's KV view
-    # is padded to 128 cells, not 256, so decoding at a short context computes half the
-    # attention; every logit stays bit-identical (docs/engines.md).
+    # and, on x86-64, one line of llama.cpp patched (scripts/llama-cpp-kv-pad.patch): a
+    # sequence's KV view is padded to 128 cells, not 256, so decoding at a short context
+    # computes half the attention; every logit stays bit-identical because 128 is a multiple of
+    # every x86 SIMD step of ggml's f16 dot product (docs/engines.md). Other CPUs (ARM SVE's
+    # step can reach 256) build llama.cpp as it is.
     # pip's wheel cache does not key on build options, so the wheel is built once into
     # tempscope's own cache (named by them and the patch's hash) and installed from there.
     LLAMA_VERSION=$(sed -n 's/.*"llama-cpp-python[^"=]*==\([0-9][0-9.]*\)".*/\1/p' pyproject.toml | head -1)
     LLAMA_CMAKE="-DGGML_LLAMAFILE=OFF -DGGML_CPU_REPACK=OFF"
-    LLAMA_PATCH=$PWD/scripts/llama-cpp-kv-pad.patch
-    PATCH_ID=$(sha256sum "$LLAMA_PATCH" | cut -c1-8)
+    LLAMA_PATCH=""
+    PATCH_ID=stock
+    if [ "$(uname -m)" = x86_64 ]; then
+        LLAMA_PATCH=$PWD/scripts/llama-cpp-kv-pad.patch
+        PATCH_ID=$(.venv/bin/python -c 'import hashlib, sys
+print(hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest()[:8])' "$LLAMA_PATCH")
+    fi
+    # The AMX flags only where the compiler knows them (x86 compilers).
+    NO_AMX=""
+    if echo 'int main(void){return 0;}' | ${CC:-cc} -x c -march=native -mno-amx-tile \
+            -mno-amx-int8 -mno-amx-bf16 -o /dev/null - >/dev/null 2>&1; then
+        NO_AMX="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+    fi
     WHEELS=${XDG_CACHE_HOME:-$HOME/.cache}/tempscope/wheels/llama-cpp-python-$LLAMA_VERSION-invariant-no-amx-$PATCH_ID
     if ! ls "$WHEELS"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
         echo "building llama-cpp-python $LLAMA_VERSION (the llama.cpp engine) from source:" \
              "~10 minutes on 2 cores, once (TEMPSCOPE_NO_LLAMA=1 skips it)..."
-        if ! command -v patch >/dev/null; then
+        if [ -n "$LLAMA_PATCH" ] && ! command -v patch >/dev/null; then
             echo "error: building the llama.cpp engine needs \`patch\` (apt-get install patch);" \
                  "or set TEMPSCOPE_NO_LLAMA=1 to use the torch engine only" >&2
             exit 1
@@ -47,13 +60,12 @@ if [ -z "${TEMPSCOPE_NO_LLAMA:-}" ]; then
         trap 'rm -rf "$SRC"' EXIT
         "${PIP[@]}" download --no-deps --no-binary :all: -d "$SRC" "llama-cpp-python==$LLAMA_VERSION"
         tar -xzf "$SRC"/llama_cpp_python-"$LLAMA_VERSION".tar.gz -C "$SRC"
-        if ! patch -s -p1 -d "$SRC/llama_cpp_python-$LLAMA_VERSION/vendor/llama.cpp" \
-                <"$LLAMA_PATCH"; then
+        if [ -n "$LLAMA_PATCH" ] && ! patch -s -p1 \
+                -d "$SRC/llama_cpp_python-$LLAMA_VERSION/vendor/llama.cpp" <"$LLAMA_PATCH"; then
             echo "error: $LLAMA_PATCH does not apply to llama-cpp-python $LLAMA_VERSION's" \
                  "llama.cpp; update the patch with the pin (or set TEMPSCOPE_NO_LLAMA=1)" >&2
             exit 1
         fi
-        NO_AMX="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
         CFLAGS="$NO_AMX" CXXFLAGS="$NO_AMX" CMAKE_ARGS="$LLAMA_CMAKE" \
         CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc 2>/dev/null || echo 2)} \
             "${PIP[@]}" wheel --no-deps --no-cache-dir -w "$WHEELS" \
