@@ -21,6 +21,7 @@ from tempscope.engine.backend import Backend
 from tempscope.study.grid import builtin_prompts, sweep
 from tests.conftest import HAVE_LLAMA, kill_once_written, run_cli
 from tests.server_helpers import live_server
+from tests.test_invariance import logits_trace
 
 pytestmark = pytest.mark.slow
 ENGINES = ["llama.cpp", "torch"] if HAVE_LLAMA else ["torch"]
@@ -101,21 +102,8 @@ def test_a_rows_logits_do_not_move_with_its_neighbours_context_length(
     long = model.encode(" ".join(["Once upon a time there was a river."] * 34))
     assert len(target) < 128 - 8 and 300 < len(long) < 384, (len(target), len(long))
     forced = model.encode(" and then it woke up and walked to the door to see")[:16]
-
-    def trace(prompts: list[list[int]]) -> list[Any]:
-        session = model.open_session(prompts, budget=len(forced) + 1)
-        try:
-            out = [session.logits[0].clone()]
-            for token in forced:
-                tokens = session.logits.argmax(-1)
-                tokens[0] = token
-                out.append(session.step(tokens)[0].clone())
-        finally:
-            session.close()
-        return out
-
-    alone = trace([target])
-    beside = trace([target, long])
+    alone = logits_trace(model, [target], 0, forced)
+    beside = logits_trace(model, [target, long], 0, forced)
     assert len(target) + len(forced) > 128  # the row alone crosses a padding step
     for step, (a, b) in enumerate(zip(alone, beside, strict=True)):
         assert (a == b).all(), f"step {step}: {(a - b).abs().max()} apart"
